@@ -1,0 +1,9 @@
+//! The sans-IO director: virtual-service table, schedulers, connection
+//! table and the NAT/TUN/DR rewrites.
+//!
+//! Rules of this layer: no sockets, no clock, no threads, no tokio. Time is
+//! an argument; configuration arrives as `Arc` snapshots. A packet gets a
+//! verdict and, when dropped, a counted reason — never a panic.
+
+pub mod config;
+pub mod sched;
