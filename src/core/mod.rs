@@ -7,3 +7,12 @@
 
 pub mod config;
 pub mod sched;
+pub mod conntrack;
+pub mod counters;
+pub mod director;
+pub mod hash;
+pub mod host;
+pub mod service;
+pub mod tcp_state;
+
+pub use director::{Director, Frame, Offload, Transmit, Verdict};

@@ -1,0 +1,306 @@
+//! The connection table's storage: a slab of small `Copy` entries per
+//! shard, indexed by the inbound tuple and, for NAT, by the reply tuple.
+//!
+//! Shards are chosen by the client endpoint, which both directions of a
+//! NAT flow carry (inbound as source, replies as destination): one flow is
+//! always under one shard lock, and no lock is global. This module only
+//! stores; the director decides what an entry means (state, counts,
+//! templates).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use crate::core::config::{Method, Protocol};
+use crate::core::hash::{FastBuild, FastMap};
+
+/// Index of a real server in the director's registry; stable for the life
+/// of the process, across reloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RealId(pub u32);
+
+/// A flow tuple: the client endpoint and the endpoint on the far side (the
+/// virtual service for inbound lookups, the real server for NAT replies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub client: u32,
+    pub other: u32,
+    pub client_port: u16,
+    pub other_port: u16,
+    pub protocol: u8,
+}
+
+fn proto_byte(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+    }
+}
+
+impl FlowKey {
+    pub fn new(protocol: Protocol, client: SocketAddrV4, other: SocketAddrV4) -> FlowKey {
+        FlowKey {
+            client: u32::from(*client.ip()),
+            other: u32::from(*other.ip()),
+            client_port: client.port(),
+            other_port: other.port(),
+            protocol: proto_byte(protocol),
+        }
+    }
+}
+
+/// Flags of an entry.
+pub mod flags {
+    /// The entry holds a reference on a persistence template.
+    pub const TEMPLATE: u8 = 0x01;
+}
+
+/// One connection. Small and `Copy`: the real server is an index, and the
+/// entry carries what forwarding needs so that a real server removed from
+/// the table (drain) keeps forwarding its flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conn {
+    pub client: SocketAddrV4,
+    pub vaddr: SocketAddrV4,
+    pub raddr: SocketAddrV4,
+    pub real: RealId,
+    /// The real server's reset epoch at creation; a later reset makes the
+    /// entry dead.
+    pub epoch: u32,
+    /// Milliseconds since the director's base instant.
+    pub expires: u64,
+    pub protocol: Protocol,
+    pub method: Method,
+    /// `TcpState as u8` for TCP; 0 for UDP.
+    pub state: u8,
+    pub flags: u8,
+    /// Prefix length of the persistence netmask, when `TEMPLATE` is set.
+    pub tpl_prefix: u8,
+}
+
+impl Conn {
+    pub fn in_key(&self) -> FlowKey {
+        FlowKey::new(self.protocol, self.client, self.vaddr)
+    }
+    pub fn reply_key(&self) -> FlowKey {
+        FlowKey::new(self.protocol, self.client, self.raddr)
+    }
+    fn has_reply_index(&self) -> bool {
+        self.method == Method::Nat
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    conn: Conn,
+    live: bool,
+}
+
+/// One shard: slab + indexes + a sweep cursor.
+#[derive(Debug)]
+pub struct Shard {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: FastMap<FlowKey, u32>,
+    reply: FastMap<FlowKey, u32>,
+    cursor: usize,
+}
+
+impl Shard {
+    pub fn new(hasher: FastBuild) -> Shard {
+        Shard {
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: FastMap::with_hasher(hasher),
+            reply: FastMap::with_hasher(hasher),
+            cursor: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn find_in(&self, key: &FlowKey) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
+    pub fn find_reply(&self, key: &FlowKey) -> Option<u32> {
+        self.reply.get(key).copied()
+    }
+
+    /// # Panics
+    /// If `slot` did not come from this shard's `find_*`/`insert` (a logic
+    /// error, never input-driven).
+    pub fn get(&self, slot: u32) -> &Conn {
+        &self.slots[slot as usize].conn
+    }
+
+    /// # Panics
+    /// As [`Shard::get`].
+    pub fn get_mut(&mut self, slot: u32) -> &mut Conn {
+        &mut self.slots[slot as usize].conn
+    }
+
+    /// Inserts a new entry; the caller has checked that its in-key (and
+    /// reply key) are free.
+    pub fn insert(&mut self, conn: Conn) -> u32 {
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Slot { conn, live: true };
+                s
+            }
+            None => {
+                self.slots.push(Slot { conn, live: true });
+                // The table is capped far below u32::MAX entries.
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.index.insert(conn.in_key(), slot);
+        if conn.has_reply_index() {
+            self.reply.insert(conn.reply_key(), slot);
+        }
+        slot
+    }
+
+    pub fn remove(&mut self, slot: u32) -> Conn {
+        let s = &mut self.slots[slot as usize];
+        s.live = false;
+        let conn = s.conn;
+        self.index.remove(&conn.in_key());
+        if conn.has_reply_index() && self.reply.get(&conn.reply_key()) == Some(&slot) {
+            self.reply.remove(&conn.reply_key());
+        }
+        self.free.push(slot);
+        conn
+    }
+
+    /// Up to `budget` live slots from the sweep cursor for which `dead`
+    /// holds, removed and handed to `release`. Bounded work per call.
+    pub fn sweep(
+        &mut self,
+        budget: usize,
+        mut dead: impl FnMut(&Conn) -> bool,
+        mut release: impl FnMut(Conn),
+    ) {
+        let n = self.slots.len();
+        if n == 0 {
+            return;
+        }
+        for _ in 0..budget.min(n) {
+            if self.cursor >= n {
+                self.cursor = 0;
+            }
+            let i = self.cursor;
+            self.cursor += 1;
+            let s = self.slots[i];
+            if s.live && dead(&s.conn) {
+                // i < slots.len() ≤ u32::MAX by the cap.
+                let c = self.remove(u32::try_from(i).unwrap_or(u32::MAX));
+                release(c);
+            }
+        }
+    }
+
+    /// One entry that has not completed its handshake (for eviction when
+    /// the table is full, like IPVS's drop_entry), searched from the
+    /// cursor within `budget` slots.
+    pub fn find_evictable(&self, budget: usize, evictable: impl Fn(&Conn) -> bool) -> Option<u32> {
+        let n = self.slots.len();
+        (0..budget.min(n))
+            .map(|k| (self.cursor + k) % n)
+            .find(|&i| self.slots[i].live && evictable(&self.slots[i].conn))
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
+        for s in &self.slots {
+            if s.live {
+                f(&s.conn);
+            }
+        }
+    }
+
+    /// Bytes held by this shard (slab and both indexes, by capacity).
+    pub fn memory(&self) -> usize {
+        let map_entry = std::mem::size_of::<(FlowKey, u32)>() + 1;
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.free.capacity() * 4
+            + (self.index.capacity() + self.reply.capacity()) * map_entry
+    }
+}
+
+/// A persistence template: (client & netmask, VIP, port) → real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Template {
+    pub real: RealId,
+    pub raddr: SocketAddrV4,
+    pub epoch: u32,
+    /// Connections created through this template that are still alive.
+    pub conns: u32,
+    /// While `conns` is 0: milliseconds (director clock) when it dies.
+    pub expires: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TemplateKey {
+    pub client_net: Ipv4Addr,
+    pub vaddr: SocketAddrV4,
+    pub protocol: Protocol,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(port: u16, method: Method) -> Conn {
+        Conn {
+            client: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), port),
+            vaddr: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 80),
+            raddr: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 11), 8080),
+            real: RealId(0),
+            epoch: 0,
+            expires: u64::from(port),
+            protocol: Protocol::Tcp,
+            method,
+            state: 0,
+            flags: 0,
+            tpl_prefix: 32,
+        }
+    }
+
+    #[test]
+    fn insert_find_remove_reuses_slots() {
+        let mut s = Shard::new(FastBuild::with_key(7));
+        let a = s.insert(conn(1000, Method::Nat));
+        let b = s.insert(conn(1001, Method::Dr));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.find_in(&conn(1000, Method::Nat).in_key()), Some(a));
+        assert_eq!(s.find_reply(&conn(1000, Method::Nat).reply_key()), Some(a));
+        assert_eq!(s.find_reply(&conn(1001, Method::Dr).reply_key()), None);
+        s.remove(a);
+        assert_eq!(s.find_in(&conn(1000, Method::Nat).in_key()), None);
+        assert_eq!(s.find_reply(&conn(1000, Method::Nat).reply_key()), None);
+        let c = s.insert(conn(1002, Method::Nat));
+        assert_eq!(c, a, "freed slot reused");
+        assert_eq!(s.get(b).client.port(), 1001);
+    }
+
+    #[test]
+    fn sweep_is_bounded_and_wraps() {
+        let mut s = Shard::new(FastBuild::with_key(7));
+        for p in 0..10 {
+            s.insert(conn(p, Method::Dr));
+        }
+        let mut gone = Vec::new();
+        s.sweep(4, |c| c.expires < 5, |c| gone.push(c.client.port()));
+        assert_eq!(gone, vec![0, 1, 2, 3]);
+        s.sweep(100, |c| c.expires < 5, |c| gone.push(c.client.port()));
+        assert_eq!(gone, vec![0, 1, 2, 3, 4]);
+        assert_eq!(s.len(), 5);
+        assert!(s.find_evictable(10, |c| c.expires == 9).is_some());
+    }
+}

@@ -1,0 +1,68 @@
+//! Why packets were dropped, counted without locks.
+//!
+//! Every exit of `Director::handle` that does not forward is a
+//! [`DropReason`]; the reason indexes an array of atomic counters, which
+//! metrics and `rvs services` read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! reasons {
+    ($($variant:ident => $name:literal, $doc:literal;)*) => {
+        /// Why a frame was not forwarded.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DropReason {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// The `reason` label in `rvs_drops_total`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    Malformed => "malformed", "A header addressed to a virtual service is truncated or inconsistent.";
+    BadChecksum => "bad_checksum", "The IPv4 header checksum of a packet to a virtual service is wrong.";
+    Fragment => "fragment", "IP fragments to a virtual service are not forwarded.";
+    NoService => "no_service", "A packet to a VIP on a port or protocol no virtual service has.";
+    NoConnection => "no_connection", "A non-SYN TCP segment of an unknown flow (or a NAT reply without an entry).";
+    BadTcpFlags => "bad_tcp_flags", "A TCP segment with an invalid flag combination (SYN+FIN, SYN+RST, none).";
+    NoRealServer => "no_real_server", "No real server could take a new flow; the client was refused.";
+    TableFull => "table_full", "The connection table is at max_connections.";
+    RealServerReset => "real_server_reset", "The flow's real server was removed or went down with the reset policy.";
+    NoRoute => "no_route", "No route to the destination of a forwarded packet.";
+    TooBig => "too_big", "The packet exceeds the egress MTU (ICMP fragmentation needed sent when DF is set).";
+    GsoUnsupported => "gso_unsupported", "A GSO super-frame that the method cannot forward whole (TUN).";
+    IcmpUnmatched => "icmp_unmatched", "An ICMP error to a VIP or from a real server that quotes no known flow.";
+    TtlExceeded => "ttl_exceeded", "TTL would reach zero.";
+    NeighbourPending => "neighbour_pending", "The next hop's MAC address is unknown and its queue is full.";
+    TxError => "tx_error", "The kernel refused to send the frame.";
+}
+
+/// One counter per [`DropReason`].
+#[derive(Debug, Default)]
+pub struct DropCounters {
+    counts: [AtomicU64; 16],
+}
+
+const _: () = assert!(DropReason::ALL.len() == 16);
+
+impl DropCounters {
+    pub fn add(&self, reason: DropReason) {
+        self.counts[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.counts[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL.iter().map(|&r| (r, self.get(r))).collect()
+    }
+}

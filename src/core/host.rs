@@ -1,0 +1,165 @@
+//! What the director knows of its host: interfaces (index, MAC, MTU,
+//! addresses) and routes. Plain data, filled in by the drivers from the
+//! kernel and handed to the core with each snapshot; the core reads it to
+//! pick the egress interface and next hop, never the kernel.
+
+use std::net::Ipv4Addr;
+
+use crate::wire::ethernet::EthernetAddress;
+
+/// One interface the director forwards on (or owns addresses on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub index: u32,
+    pub name: String,
+    pub mac: EthernetAddress,
+    pub mtu: u16,
+    /// IPv4 addresses with their prefix length; the first is the primary.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+}
+
+/// One IPv4 route (main table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub dst: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub ifindex: u32,
+}
+
+/// Where a packet to some address leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    pub ifindex: u32,
+    /// The address whose MAC the frame goes to: the gateway, or the
+    /// destination itself when it is on-link.
+    pub next_hop: Ipv4Addr,
+}
+
+/// Interfaces and routes of the director host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostView {
+    pub interfaces: Vec<Interface>,
+    pub routes: Vec<Route>,
+    /// Addresses the kernel owns on any interface (including lo): for a VIP
+    /// among them the kernel answers ARP, for the others rvs does.
+    pub local_addrs: Vec<Ipv4Addr>,
+}
+
+pub fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+pub fn in_subnet(addr: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let m = mask(prefix);
+    u32::from(addr) & m == u32::from(net) & m
+}
+
+impl HostView {
+    pub fn interface(&self, index: u32) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.index == index)
+    }
+
+    pub fn is_local(&self, addr: Ipv4Addr) -> bool {
+        self.local_addrs.contains(&addr)
+    }
+
+    /// Longest-prefix match over the routes, then over the interfaces'
+    /// connected subnets (which the kernel's table also holds, but a view
+    /// built from addresses alone must still route on-link).
+    pub fn route(&self, dst: Ipv4Addr) -> Option<Hop> {
+        let mut best: Option<(u8, Hop)> = None;
+        let mut consider = |prefix: u8, hop: Hop| {
+            if best.is_none_or(|(p, _)| prefix > p) {
+                best = Some((prefix, hop));
+            }
+        };
+        for r in &self.routes {
+            if in_subnet(dst, r.dst, r.prefix) && self.interface(r.ifindex).is_some() {
+                consider(
+                    r.prefix,
+                    Hop {
+                        ifindex: r.ifindex,
+                        next_hop: r.gateway.unwrap_or(dst),
+                    },
+                );
+            }
+        }
+        for i in &self.interfaces {
+            for &(a, p) in &i.addrs {
+                if in_subnet(dst, a, p) {
+                    consider(
+                        p,
+                        Hop {
+                            ifindex: i.index,
+                            next_hop: dst,
+                        },
+                    );
+                }
+            }
+        }
+        best.map(|(_, h)| h)
+    }
+
+    /// The source address for packets the director itself originates on
+    /// `ifindex` (TUN outer headers, ICMP errors).
+    pub fn source_addr(&self, ifindex: u32) -> Option<Ipv4Addr> {
+        self.interface(ifindex)
+            .and_then(|i| i.addrs.first())
+            .map(|&(a, _)| a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostView {
+        HostView {
+            interfaces: vec![Interface {
+                index: 2,
+                name: "eth0".into(),
+                mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
+                mtu: 1500,
+                addrs: vec![(Ipv4Addr::new(192, 0, 2, 1), 24)],
+            }],
+            routes: vec![Route {
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+                gateway: Some(Ipv4Addr::new(192, 0, 2, 254)),
+                ifindex: 2,
+            }],
+            local_addrs: vec![Ipv4Addr::new(192, 0, 2, 1)],
+        }
+    }
+
+    #[test]
+    fn on_link_beats_default() {
+        let h = host();
+        assert_eq!(
+            h.route(Ipv4Addr::new(192, 0, 2, 11)),
+            Some(Hop {
+                ifindex: 2,
+                next_hop: Ipv4Addr::new(192, 0, 2, 11)
+            })
+        );
+        assert_eq!(
+            h.route(Ipv4Addr::new(198, 51, 100, 2)).map(|h| h.next_hop),
+            Some(Ipv4Addr::new(192, 0, 2, 254))
+        );
+        assert_eq!(h.source_addr(2), Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(h.source_addr(9), None);
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(mask(0), 0);
+        assert_eq!(mask(24), 0xffff_ff00);
+        assert_eq!(mask(32), u32::MAX);
+        assert!(in_subnet(Ipv4Addr::new(10, 1, 2, 3), Ipv4Addr::new(10, 0, 0, 0), 8));
+    }
+}
