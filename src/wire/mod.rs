@@ -46,3 +46,53 @@ fn write_u16(bytes: &mut [u8], value: u16) {
 fn write_u32(bytes: &mut [u8], value: u32) {
     bytes[..4].copy_from_slice(&value.to_be_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    proptest! {
+        /// The layer's promise: after `new_checked` succeeds, no getter panics,
+        /// whatever the bytes.
+        #[test]
+        fn checked_views_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let a = Ipv4Addr::new(10, 0, 0, 1);
+            if let Ok(f) = EthernetFrame::new_checked(&bytes[..]) {
+                let _ = (f.dst_addr(), f.src_addr(), f.ethertype(), f.payload().len());
+                let _ = EthernetRepr::parse(&f);
+            }
+            if let Ok(p) = ArpPacket::new_checked(&bytes[..]) {
+                let _ = (p.hardware_type(), p.protocol_type(), p.hardware_len(), p.protocol_len());
+                let _ = (p.operation(), p.source_hardware_addr(), p.source_protocol_addr());
+                let _ = (p.target_hardware_addr(), p.target_protocol_addr(), ArpRepr::parse(&p));
+            }
+            let mut ip_bytes = bytes.clone();
+            if let Some(b) = ip_bytes.first_mut() {
+                // Give the IPv4 parser a fair chance past the version check.
+                *b = 0x40 | (*b & 0x0f);
+            }
+            if let Ok(p) = Ipv4Packet::new_checked(&ip_bytes[..]) {
+                let _ = (p.version(), p.header_len(), p.dscp_ecn(), p.total_len(), p.ident());
+                let _ = (p.dont_frag(), p.more_frags(), p.frag_offset(), p.is_fragment());
+                let _ = (p.hop_limit(), p.next_header(), p.checksum(), p.src_addr(), p.dst_addr());
+                let _ = (p.verify_checksum(), p.payload().len(), Ipv4Repr::parse(&p));
+            }
+            if let Ok(p) = TcpPacket::new_checked(&bytes[..]) {
+                let _ = (p.src_port(), p.dst_port(), p.seq_number(), p.ack_number(), p.header_len());
+                let _ = (p.flags(), p.fin(), p.syn(), p.rst(), p.psh(), p.ack(), p.urg());
+                let _ = (p.window_len(), p.checksum(), p.urgent_at(), p.options().len());
+                let _ = (p.payload().len(), p.verify_checksum(a, a));
+            }
+            if let Ok(p) = UdpPacket::new_checked(&bytes[..]) {
+                let _ = (p.src_port(), p.dst_port(), p.len(), p.checksum(), p.payload().len());
+                let _ = p.verify_checksum(a, a);
+            }
+            if let Ok(p) = Icmpv4Packet::new_checked(&bytes[..]) {
+                let _ = (p.msg_type(), p.msg_code(), p.checksum(), p.echo_ident(), p.echo_seq_no());
+                let _ = (p.next_mtu(), p.data().len(), p.is_error(), p.verify_checksum());
+            }
+        }
+    }
+}
