@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::core::config::{Config, ConnPolicy, Method, Protocol};
-use crate::core::conntrack::{flags, Conn, FlowKey, RealId, Shard, Template, TemplateKey};
+use crate::core::conntrack::{flags, Conn, FlowKey, Shard, Template, TemplateKey};
 use crate::core::counters::{DropCounters, DropReason};
 use crate::core::hash::{FastBuild, FastMap};
 use crate::core::host::{Hop, HostView};

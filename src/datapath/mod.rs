@@ -1,1 +1,9 @@
-//! datapath layer.
+//! The data path: the only code that touches the kernel's packet path —
+//! AF_PACKET sockets, workers, neighbours, nftables steering, the tunnel
+//! endpoint.
+//!
+//! Rules of this layer: per packet, no allocation and no global lock; the
+//! core decides, this layer moves bytes and resolves next hops.
+
+pub mod afpacket;
+pub mod system;
