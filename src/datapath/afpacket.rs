@@ -142,13 +142,15 @@ impl std::fmt::Debug for Batch {
 // thread moves those buffers with it.
 unsafe impl Send for Batch {}
 
-/// One frame to send: slot index in the batch, frame range, offload.
+/// One frame to send: slot index in the batch, frame range, vnet header,
+/// and the index of the socket it leaves by.
 #[derive(Debug, Clone, Copy)]
 pub struct TxDesc {
     pub slot: usize,
     pub start: usize,
     pub len: usize,
-    pub offload: Offload,
+    pub vnet: [u8; VNET_HDR_LEN],
+    pub sock: usize,
 }
 
 impl Batch {
@@ -218,59 +220,66 @@ impl Batch {
     }
 }
 
-/// Sends frames described by `descs` from `batch`'s buffers (or any
-/// buffer: `frame(desc)` gives the bytes) on `sock` with one `sendmmsg`.
-/// Returns the number the kernel refused.
-pub fn send_batch(sock: &PacketSocket, frames: &[(&[u8], [u8; VNET_HDR_LEN])]) -> usize {
+/// Sends `frames` (bytes and vnet header each) on `sock`, up to 64 per
+/// `sendmmsg`. Returns how many the kernel refused.
+pub fn send_frames<'a>(sock: &PacketSocket, frames: impl Iterator<Item = (&'a [u8], [u8; VNET_HDR_LEN])>) -> usize {
     const MAX: usize = 64;
+    let mut frames = frames.peekable();
     let mut refused = 0;
-    for chunk in frames.chunks(MAX) {
+    while frames.peek().is_some() {
+        let mut vnets = [[0u8; VNET_HDR_LEN]; MAX];
         // SAFETY: plain old data arrays; zero is valid.
         let mut iov: [[libc::iovec; 2]; MAX] = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
-        for (i, (bytes, vnet)) in chunk.iter().enumerate() {
-            iov[i][0] = libc::iovec {
-                iov_base: vnet.as_ptr() as *mut libc::c_void,
-                iov_len: VNET_HDR_LEN,
-            };
-            iov[i][1] = libc::iovec {
+        let mut n = 0;
+        for (bytes, vnet) in frames.by_ref().take(MAX) {
+            vnets[n] = vnet;
+            iov[n][1] = libc::iovec {
                 iov_base: bytes.as_ptr() as *mut libc::c_void,
                 iov_len: bytes.len(),
+            };
+            n += 1;
+        }
+        for i in 0..n {
+            iov[i][0] = libc::iovec {
+                iov_base: vnets[i].as_mut_ptr().cast(),
+                iov_len: VNET_HDR_LEN,
             };
             msgs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
             msgs[i].msg_hdr.msg_iovlen = 2;
         }
         let mut sent = 0;
-        while sent < chunk.len() {
-            let vlen = libc::c_uint::try_from(chunk.len() - sent).unwrap_or(0);
-            // SAFETY: msgs[sent..] point at iovecs on this stack frame and at
-            // caller-owned byte slices that outlive the call.
+        let mut waits = 0;
+        while sent < n {
+            let vlen = libc::c_uint::try_from(n - sent).unwrap_or(0);
+            // SAFETY: msgs[sent..n] point at iovecs and headers on this stack
+            // frame and at caller-owned byte slices that outlive the call.
             let r = unsafe { libc::sendmmsg(sock.fd(), msgs[sent..].as_mut_ptr(), vlen, 0) };
-            if r <= 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                if e.kind() == io::ErrorKind::WouldBlock {
+            if r > 0 {
+                sent += usize::try_from(r).unwrap_or(1);
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock if waits < 10 => {
                     // Queue full: wait for room briefly instead of dropping.
+                    waits += 1;
                     let mut pfd = libc::pollfd {
                         fd: sock.fd(),
                         events: libc::POLLOUT,
                         revents: 0,
                     };
                     // SAFETY: one valid pollfd.
-                    let p = unsafe { libc::poll(&mut pfd, 1, 10) };
-                    if p > 0 {
-                        continue;
-                    }
+                    unsafe { libc::poll(&mut pfd, 1, 10) };
                 }
-                // This frame is refused (too big, interface down...); skip it.
-                refused += 1;
-                sent += 1;
-                continue;
+                _ => {
+                    // This frame is refused (too big, interface down...).
+                    refused += 1;
+                    sent += 1;
+                }
             }
-            sent += usize::try_from(r).unwrap_or(1);
         }
     }
     refused

@@ -1,0 +1,139 @@
+//! Next-hop MAC addresses: learned from ARP seen on the data interfaces,
+//! seeded from the kernel's table (`/proc/net/arp`), and resolved with our
+//! own ARP requests when missing. Frames waiting for an answer sit in a
+//! small bounded queue per worker; a missing neighbour is resolved, not
+//! dropped forever.
+//!
+//! The table is read per packet without a lock (an `ArcSwap` of a map) and
+//! copied on the rare change.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::core::hash::{FastBuild, FastMap};
+use crate::wire::arp::{ArpOperation, ArpPacket, ArpRepr};
+use crate::wire::ethernet::{EtherType, EthernetAddress, EthernetFrame};
+
+type Map = FastMap<(u32, Ipv4Addr), EthernetAddress>;
+
+/// Shared neighbour table.
+#[derive(Debug)]
+pub struct Neighbours {
+    map: ArcSwap<Map>,
+    write: Mutex<()>,
+}
+
+impl Default for Neighbours {
+    fn default() -> Self {
+        Neighbours {
+            map: ArcSwap::from_pointee(Map::with_hasher(FastBuild::random())),
+            write: Mutex::new(()),
+        }
+    }
+}
+
+impl Neighbours {
+    pub fn get(&self, ifindex: u32, addr: Ipv4Addr) -> Option<EthernetAddress> {
+        self.map.load().get(&(ifindex, addr)).copied()
+    }
+
+    /// Records `addr` → `mac`; a no-op (no copy) when already known.
+    pub fn learn(&self, ifindex: u32, addr: Ipv4Addr, mac: EthernetAddress) {
+        if !mac.is_unicast() || addr.is_unspecified() || addr.is_broadcast() {
+            return;
+        }
+        if self.get(ifindex, addr) == Some(mac) {
+            return;
+        }
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m: Map = (**self.map.load()).clone();
+        m.insert((ifindex, addr), mac);
+        self.map.store(Arc::new(m));
+    }
+
+    /// Learns from an ARP frame (request or reply) received on `ifindex`.
+    pub fn learn_from_arp(&self, ifindex: u32, frame: &[u8]) {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return;
+        };
+        if eth.ethertype() != EtherType::Arp {
+            return;
+        }
+        let Ok(p) = ArpPacket::new_checked(eth.payload()) else {
+            return;
+        };
+        if let Ok(r) = ArpRepr::parse(&p) {
+            self.learn(ifindex, r.source_protocol_addr, r.source_hardware_addr);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Builds a broadcast ARP request for `target` into `out` (≥ 42 bytes);
+/// returns its length.
+pub fn arp_request(out: &mut [u8], src_mac: EthernetAddress, src_ip: Ipv4Addr, target: Ipv4Addr) -> usize {
+    let len = 14 + 28;
+    let mut eth = EthernetFrame::new_unchecked(&mut out[..len]);
+    eth.set_dst_addr(EthernetAddress::BROADCAST);
+    eth.set_src_addr(src_mac);
+    eth.set_ethertype(EtherType::Arp);
+    ArpRepr {
+        operation: ArpOperation::Request,
+        source_hardware_addr: src_mac,
+        source_protocol_addr: src_ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    }
+    .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    len
+}
+
+/// How long a frame waits for its next hop, and how often we ask again.
+pub const PENDING_TIMEOUT: Duration = Duration::from_secs(1);
+pub const ARP_RETRY: Duration = Duration::from_millis(200);
+/// Frames held per worker while their neighbours resolve (each up to
+/// `PENDING_FRAME` bytes, allocated once).
+pub const PENDING_SLOTS: usize = 64;
+pub const PENDING_FRAME: usize = 9216;
+
+/// A frame waiting for a MAC.
+#[derive(Debug)]
+pub struct Pending {
+    pub ifindex: u32,
+    pub next_hop: Ipv4Addr,
+    pub since: Instant,
+    pub last_arp: Instant,
+    pub len: usize,
+    pub vnet: [u8; crate::datapath::afpacket::VNET_HDR_LEN],
+    pub buf: Box<[u8]>,
+    pub used: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_from_arp_and_builds_requests() {
+        let n = Neighbours::default();
+        let mut buf = [0u8; 60];
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 9]);
+        let len = arp_request(&mut buf, mac, Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 11));
+        assert_eq!(len, 42);
+        n.learn_from_arp(3, &buf[..len]);
+        assert_eq!(n.get(3, Ipv4Addr::new(192, 0, 2, 1)), Some(mac));
+        assert_eq!(n.get(4, Ipv4Addr::new(192, 0, 2, 1)), None);
+        n.learn(3, Ipv4Addr::new(192, 0, 2, 7), EthernetAddress::BROADCAST);
+        assert_eq!(n.len(), 1, "broadcast MACs are not learned");
+    }
+}

@@ -1,0 +1,81 @@
+//! nftables steering: the kernel keeps its copy of every frame AF_PACKET
+//! hands us, so unless told otherwise it answers a SYN to a local VIP with
+//! a RST, or routes an un-rewritten NAT reply. rvs owns one table,
+//! `inet rvs`, that drops the kernel's copy of exactly the packets rvs
+//! forwards: inbound VIP:port of each service, and NAT replies from real
+//! servers that are not addressed to the director itself (its own health
+//! checks must still get their answers).
+//!
+//! The table is replaced atomically (one `nft -f` transaction: create,
+//! delete, recreate), so a start after a crash replaces a stale one, and a
+//! reload never leaves a moment without steering.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::core::config::Protocol;
+use crate::core::service::Snapshot;
+
+pub const TABLE: &str = "rvs";
+
+/// The ruleset for `snap`.
+pub fn ruleset(snap: &Snapshot) -> String {
+    let mut rules = Vec::new();
+    let mut services: Vec<_> = snap.services.iter().map(|s| s.key).collect();
+    services.sort();
+    for k in services {
+        rules.push(format!(
+            "    ip daddr {} {} dport {} counter drop",
+            k.addr.ip(),
+            k.protocol.as_str(),
+            k.addr.port()
+        ));
+    }
+    let mut reals: Vec<_> = snap.nat_reals().collect();
+    reals.sort_by_key(|(p, a)| (*p == Protocol::Udp, *a));
+    for (p, a) in reals {
+        rules.push(format!(
+            "    ip saddr {} {} sport {} fib daddr type != local counter drop",
+            a.ip(),
+            p.as_str(),
+            a.port()
+        ));
+    }
+    format!(
+        "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  chain steer {{\n    type filter hook prerouting priority raw; policy accept;\n{}\n  }}\n}}\n",
+        rules.join("\n")
+    )
+}
+
+fn nft(input: &str) -> std::io::Result<()> {
+    let mut child = Command::new("nft")
+        .arg("-f")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run nft: {e} (is nftables installed?)")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "nft failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Installs (or replaces) the steering table for `snap`.
+pub fn apply(snap: &Snapshot) -> std::io::Result<()> {
+    nft(&ruleset(snap))
+}
+
+/// Removes the table (on exit).
+pub fn remove() -> std::io::Result<()> {
+    nft(&format!("table inet {TABLE}\ndelete table inet {TABLE}\n"))
+}
