@@ -1,1 +1,210 @@
-fn main() {}
+//! The `rvs` binary: argument parsing, logging and wiring. The daemon lives
+//! in `control::daemon`, the client commands in `cli`, the real-server
+//! helpers in `datapath`.
+
+use std::io::IsTerminal;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use rvs::cli::{self, ServicesView};
+use rvs::control::config::{self as cfg, HostInfo, Severity};
+use rvs::control::protocol::Request;
+use rvs::datapath::tunnel_endpoint::{self, TunnelEndpointOptions};
+
+const DEFAULT_CONFIG: &str = "/etc/rvs/rvs.toml";
+const DEFAULT_SOCKET: &str = "/run/rvs/control.sock";
+
+#[derive(Debug, Parser)]
+#[command(name = "rvs", version, about = "Rust Virtual Server: a user-space layer-4 load balancer (LVS/IPVS semantics)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Control socket of the daemon.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Find the control socket in this config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the director daemon.
+    Run {
+        #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file without touching the system.
+    Check {
+        #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// The live connection table (like `ipvsadm -L -n -c`).
+    Conns {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this service (VIP:PORT[/tcp|/udp]).
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Virtual services and real servers (like `ipvsadm -L -n`).
+    Services {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, conflicts_with = "rate")]
+        stats: bool,
+        #[arg(long)]
+        rate: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reload the config file (same as SIGHUP); prints every error.
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set a real server's weight at run time (kept until the file changes it).
+    Weight {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// VIP:PORT[/tcp|/udp]
+        service: String,
+        /// RIP:PORT
+        real: String,
+        weight: u32,
+    },
+    /// Weight 0: no new connections; existing ones finish.
+    Drain {
+        #[command(flatten)]
+        client: ClientArgs,
+        service: String,
+        real: String,
+    },
+    /// Zero the packet/byte/connection counters.
+    Zero {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Real-server side of VS/TUN without the kernel `ipip` module: IP-in-IP
+    /// from a raw socket into a TUN device that owns the VIPs.
+    TunnelEndpoint {
+        #[arg(long = "vip", value_name = "ADDR", required = true)]
+        vips: Vec<Ipv4Addr>,
+        #[arg(long, value_name = "NAME", default_value = tunnel_endpoint::DEFAULT_DEVICE)]
+        device: String,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn socket_path(c: &ClientArgs) -> PathBuf {
+    if let Some(s) = &c.socket {
+        return s.clone();
+    }
+    if let Some(f) = &c.config {
+        if let Ok((config, _)) = cfg::load(f, None) {
+            return config.daemon.control_socket;
+        }
+    }
+    PathBuf::from(DEFAULT_SOCKET)
+}
+
+fn check(path: &Path) -> ExitCode {
+    let host = HostInfo::from_system();
+    match cfg::load(path, Some(&host)) {
+        Ok((config, warnings)) => {
+            for w in &warnings {
+                eprintln!("{w}");
+            }
+            let reals: usize = config.services.iter().map(|s| s.real_servers.len()).sum();
+            println!(
+                "{}: ok: {} virtual services, {} real servers{}",
+                path.display(),
+                config.services.len(),
+                reals,
+                if warnings.is_empty() { String::new() } else { format!(", {} warnings", warnings.len()) }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            let n = diags.iter().filter(|d| d.severity == Severity::Error).count();
+            eprintln!("{}: {n} errors", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(c: &ClientArgs, req: Request, print: impl FnOnce(&serde_json::Value) -> Result<(), cli::CliError>) -> ExitCode {
+    match cli::request(&socket_path(c), &req).and_then(|v| print(&v)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rvs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Run { config } => match rvs::control::daemon::run(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rvs: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Check { config } => check(&config),
+        Command::Conns { client: c, service, json } => {
+            client(&c, Request::Conns { service }, |v| cli::print_conns(v, json))
+        }
+        Command::Services { client: c, stats, rate, json } => {
+            let view = if stats {
+                ServicesView::Stats
+            } else if rate {
+                ServicesView::Rate
+            } else {
+                ServicesView::Plain
+            };
+            client(&c, Request::Services, |v| cli::print_services(v, view, json))
+        }
+        Command::Reload { client: c } => client(&c, Request::Reload, |_| {
+            println!("reloaded");
+            Ok(())
+        }),
+        Command::Weight { client: c, service, real, weight } => {
+            client(&c, Request::Weight { service, real, weight }, |_| Ok(()))
+        }
+        Command::Drain { client: c, service, real } => client(&c, Request::Drain { service, real }, |_| Ok(())),
+        Command::Zero { client: c } => client(&c, Request::Zero, |_| Ok(())),
+        Command::TunnelEndpoint { vips, device } => {
+            match tunnel_endpoint::run(&TunnelEndpointOptions { vips, device }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rvs: tunnel-endpoint: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -6,3 +6,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod daemon;
+pub mod health;
+pub mod metrics;
+pub mod protocol;

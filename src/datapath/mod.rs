@@ -7,3 +7,6 @@
 
 pub mod afpacket;
 pub mod system;
+pub mod neigh;
+pub mod nft;
+pub mod worker;

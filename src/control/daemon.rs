@@ -1,0 +1,594 @@
+//! `rvs run`: loads the table, starts the data path, installs the
+//! steering, then serves signals (SIGHUP reload, SIGTERM/SIGINT stop), the
+//! control socket, health events and metrics until told to stop, and
+//! removes what it installed on the way out.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::control::config::{self, Diagnostic, HostInfo, Severity};
+use crate::control::health::{Health, HealthEvent, HealthManager};
+use crate::control::metrics::{self, ReloadCounts};
+use crate::control::protocol::{ConnJson, RealJson, Request, ServiceJson};
+use crate::core::config::{Config, ConnPolicy, Protocol};
+use crate::core::conntrack::RealId;
+use crate::core::service::{RealKey, RuntimeState, ServiceKey};
+use crate::core::Director;
+use crate::datapath::{nft, system, worker::Datapath};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<Diagnostic>),
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    at: Option<Instant>,
+    conns: u64,
+    in_pkts: u64,
+    out_pkts: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Rate {
+    cps: f64,
+    in_pps: f64,
+    out_pps: f64,
+    in_bps: f64,
+    out_bps: f64,
+}
+
+/// Control-plane state, behind one mutex (never touched per packet).
+#[derive(Debug)]
+struct State {
+    path: PathBuf,
+    config: Arc<Config>,
+    runtime: RuntimeState,
+    director: Arc<Director>,
+    health: HealthManager,
+    reloads: ReloadCounts,
+    transitions: u64,
+    samples: HashMap<RealId, Sample>,
+    rates: HashMap<RealId, Rate>,
+}
+
+fn log_diagnostics(diags: &[Diagnostic]) {
+    for d in diags {
+        match d.severity {
+            Severity::Error => tracing::error!("{d}"),
+            Severity::Warning => tracing::warn!("{d}"),
+        }
+    }
+}
+
+fn parse_service(s: &str) -> Result<ServiceKey, String> {
+    let (addr, proto) = match s.rsplit_once('/') {
+        Some((a, "tcp")) => (a, Protocol::Tcp),
+        Some((a, "udp")) => (a, Protocol::Udp),
+        Some((_, p)) => return Err(format!("unknown protocol `{p}` (tcp or udp)")),
+        None => (s, Protocol::Tcp),
+    };
+    let addr: SocketAddrV4 = addr
+        .parse()
+        .map_err(|_| format!("`{s}` is not VIP:PORT[/tcp|/udp]"))?;
+    Ok(ServiceKey { protocol: proto, addr })
+}
+
+impl State {
+    fn apply(&mut self) -> Result<(), String> {
+        let host = system::host_view().map_err(|e| format!("cannot read interfaces: {e}"))?;
+        self.director
+            .set_config(self.config.clone(), Arc::new(host), &self.runtime);
+        nft::apply(&self.director.snapshot()).map_err(|e| e.to_string())
+    }
+
+    fn reload(&mut self) -> Result<(), Vec<String>> {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        let host = HostInfo::from_system();
+        let result = match config::load(&self.path, Some(&host)) {
+            Ok((cfg, warnings)) => {
+                log_diagnostics(&warnings);
+                let old = &self.config.daemon;
+                let new = &cfg.daemon;
+                if old.interfaces != new.interfaces
+                    || old.control_socket != new.control_socket
+                    || old.metrics_address != new.metrics_address
+                    || old.workers != new.workers
+                {
+                    tracing::warn!("reload: changes to daemon.interfaces, control_socket, metrics_address or workers take effect at the next restart");
+                }
+                // Runtime weights are kept until the file changes that server.
+                let prev = self.config.clone();
+                self.runtime.weights.retain(|(svc, addr), _| {
+                    let weight_in = |c: &Config| {
+                        c.services
+                            .iter()
+                            .find(|s| s.protocol == svc.protocol && s.address == svc.addr)
+                            .and_then(|s| s.real_servers.iter().find(|r| r.address == *addr))
+                            .map(|r| r.weight)
+                    };
+                    weight_in(&prev) == weight_in(&cfg) && weight_in(&cfg).is_some()
+                });
+                self.config = Arc::new(cfg);
+                self.health.sync(&self.config);
+                match self.apply() {
+                    Ok(()) => {
+                        self.reloads.ok += 1;
+                        tracing::info!(
+                            services = self.config.services.len(),
+                            "reloaded {}",
+                            self.path.display()
+                        );
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.reloads.error += 1;
+                        tracing::error!("reload applied the table but steering failed: {e}");
+                        Err(vec![e])
+                    }
+                }
+            }
+            Err(diags) => {
+                self.reloads.error += 1;
+                log_diagnostics(&diags);
+                tracing::error!("reload failed; the running table is unchanged");
+                Err(diags.iter().map(|d| d.to_string()).collect())
+            }
+        };
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        result
+    }
+
+    fn on_health(&mut self, ev: HealthEvent) {
+        self.health.record(&ev);
+        self.transitions += 1;
+        tracing::info!(
+            service = %ev.real.0,
+            real_server = %ev.real.1,
+            "real server is {} ({})",
+            ev.health.as_str(),
+            ev.reason
+        );
+        let down = ev.health == Health::Down;
+        let changed = if down {
+            self.runtime.down.insert(ev.real)
+        } else {
+            self.runtime.down.remove(&ev.real)
+        };
+        if changed {
+            if let Err(e) = self.apply() {
+                tracing::error!("applying health change: {e}");
+            }
+            if down && self.director.on_down_policy(ev.real.0) == ConnPolicy::Reset {
+                self.director.reset_real(ev.real.0, ev.real.1);
+            }
+            self.log_quorum();
+        }
+    }
+
+    fn log_quorum(&self) {
+        for s in &self.director.snapshot().services {
+            if s.config.quorum > 0 && s.up_weight() < s.config.quorum {
+                tracing::warn!(service = %s.key, "up weight {} is below quorum {}", s.up_weight(), s.config.quorum);
+            }
+        }
+    }
+
+    fn set_weight(&mut self, service: &str, real: &str, weight: u32) -> Result<(), String> {
+        let svc = parse_service(service)?;
+        let addr: SocketAddrV4 = real
+            .parse()
+            .map_err(|_| format!("`{real}` is not IP:PORT"))?;
+        let exists = self.config.services.iter().any(|s| {
+            s.protocol == svc.protocol
+                && s.address == svc.addr
+                && s.real_servers.iter().any(|r| r.address == addr)
+        });
+        if !exists {
+            return Err(format!("no real server {addr} in service {svc}"));
+        }
+        if weight > 65535 {
+            return Err("weight must be 0..=65535".into());
+        }
+        self.runtime.weights.insert((svc, addr), weight);
+        self.apply()
+    }
+
+    fn sample_rates(&mut self) {
+        let now = Instant::now();
+        let snap = self.director.snapshot();
+        for r in &snap.reals {
+            use std::sync::atomic::Ordering::Relaxed;
+            let cur = Sample {
+                at: Some(now),
+                conns: r.conns_total.load(Relaxed),
+                in_pkts: r.in_pkts.load(Relaxed),
+                out_pkts: r.out_pkts.load(Relaxed),
+                in_bytes: r.in_bytes.load(Relaxed),
+                out_bytes: r.out_bytes.load(Relaxed),
+            };
+            let prev = self.samples.insert(r.id, cur).unwrap_or_default();
+            if let Some(at) = prev.at {
+                let dt = now.duration_since(at).as_secs_f64().max(0.001);
+                let d = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+                self.rates.insert(
+                    r.id,
+                    Rate {
+                        cps: d(cur.conns, prev.conns),
+                        in_pps: d(cur.in_pkts, prev.in_pkts),
+                        out_pps: d(cur.out_pkts, prev.out_pkts),
+                        in_bps: d(cur.in_bytes, prev.in_bytes) * 8.0,
+                        out_bps: d(cur.out_bytes, prev.out_bytes) * 8.0,
+                    },
+                );
+            }
+        }
+    }
+
+    fn services(&self) -> Vec<ServiceJson> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let snap = self.director.snapshot();
+        snap.services
+            .iter()
+            .map(|s| {
+                let reals: Vec<RealJson> = s
+                    .reals
+                    .iter()
+                    .map(|r| {
+                        let st = snap.real(r.id);
+                        let g = |f: fn(&crate::core::service::RealState) -> u64| st.map_or(0, |s| f(s));
+                        let rate = self.rates.get(&r.id).copied().unwrap_or_default();
+                        let rk: RealKey = (s.key, r.addr);
+                        RealJson {
+                            address: r.addr.to_string(),
+                            method: r.method.as_str().into(),
+                            weight: r.weight,
+                            effective_weight: r.effective_weight,
+                            health: self.health.state(&rk).as_str().into(),
+                            active: st.map_or(0, |s| s.active.load(Relaxed)),
+                            inactive: st.map_or(0, |s| s.inactive.load(Relaxed)),
+                            conns: g(|s| s.conns_total.load(Relaxed)),
+                            in_pkts: g(|s| s.in_pkts.load(Relaxed)),
+                            out_pkts: g(|s| s.out_pkts.load(Relaxed)),
+                            in_bytes: g(|s| s.in_bytes.load(Relaxed)),
+                            out_bytes: g(|s| s.out_bytes.load(Relaxed)),
+                            cps: rate.cps,
+                            in_pps: rate.in_pps,
+                            out_pps: rate.out_pps,
+                            in_bps: rate.in_bps,
+                            out_bps: rate.out_bps,
+                        }
+                    })
+                    .collect();
+                let up = s.reals.iter().any(|r| r.effective_weight > 0);
+                ServiceJson {
+                    name: s.config.name.clone(),
+                    protocol: s.key.protocol.as_str().into(),
+                    address: s.key.addr.to_string(),
+                    scheduler: s.config.scheduler.as_str().into(),
+                    persistence_timeout_s: s.config.persistence.map(|p| p.timeout.as_secs()),
+                    persistence_netmask: s.config.persistence.map(|p| p.netmask.to_string()),
+                    accepting: s.accepting,
+                    degraded: !up || (s.config.quorum > 0 && s.up_weight() < s.config.quorum),
+                    real_servers: reals,
+                }
+            })
+            .collect()
+    }
+
+    fn handle(&mut self, req: Request) -> serde_json::Value {
+        use serde_json::json;
+        let fail = |e: String| json!({"ok": false, "error": e});
+        match req {
+            Request::Conns { service } => {
+                let filter = match service.as_deref().map(parse_service) {
+                    Some(Ok(k)) => Some(k),
+                    Some(Err(e)) => return fail(e),
+                    None => None,
+                };
+                let conns: Vec<ConnJson> = self
+                    .director
+                    .connections(Instant::now())
+                    .into_iter()
+                    .filter(|c| filter.is_none_or(|k| k.addr == c.vaddr && k.protocol == c.protocol))
+                    .map(|c| ConnJson {
+                        protocol: c.protocol.as_str().into(),
+                        state: c.state.into(),
+                        expires_in_ms: u64::try_from(c.expires_in.as_millis()).unwrap_or(u64::MAX),
+                        client: c.client.to_string(),
+                        vaddr: c.vaddr.to_string(),
+                        real_server: c.raddr.to_string(),
+                        template: c.template,
+                    })
+                    .collect();
+                json!({"ok": true, "connections": conns})
+            }
+            Request::Services => {
+                let drops: serde_json::Map<String, serde_json::Value> = self
+                    .director
+                    .drops()
+                    .snapshot()
+                    .into_iter()
+                    .map(|(r, n)| (r.name().to_string(), json!(n)))
+                    .collect();
+                json!({"ok": true, "services": self.services(), "drops": drops,
+                       "connection_table_entries": self.director.entries()})
+            }
+            Request::Reload => match self.reload() {
+                Ok(()) => json!({"ok": true}),
+                Err(errors) => json!({"ok": false, "error": "reload failed; the running table is unchanged", "errors": errors}),
+            },
+            Request::Weight { service, real, weight } => match self.set_weight(&service, &real, weight) {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => fail(e),
+            },
+            Request::Drain { service, real } => match self.set_weight(&service, &real, 0) {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => fail(e),
+            },
+            Request::Zero => {
+                for r in &self.director.snapshot().reals {
+                    r.zero_stats();
+                }
+                self.samples.clear();
+                self.rates.clear();
+                json!({"ok": true})
+            }
+            Request::Status => json!({"ok": true, "pid": std::process::id(),
+                "config": self.path.display().to_string(),
+                "connection_table_entries": self.director.entries()}),
+        }
+    }
+}
+
+fn peer_allowed(stream: &UnixStream) -> bool {
+    let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>()).unwrap_or(0);
+    // SAFETY: cred/len are valid out-parameters for SO_PEERCRED on a live fd.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    r == 0 && (cred.uid == 0 || cred.uid == me)
+}
+
+async fn serve_client(state: Arc<Mutex<State>>, stream: UnixStream) {
+    if !peer_allowed(&stream) {
+        let mut s = stream;
+        let _ = s
+            .write_all(b"{\"ok\":false,\"error\":\"permission denied: the control socket serves root and the daemon's user only\"}\n")
+            .await;
+        return;
+    }
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    // Bounded: a peer gets at most 64 requests per connection.
+    for _ in 0..64 {
+        let Ok(Some(line)) = lines.next_line().await else {
+            return;
+        };
+        let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                let st = state.clone();
+                tokio::task::spawn_blocking(move || st.lock().unwrap_or_else(|e| e.into_inner()).handle(req))
+                    .await
+                    .unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "internal error"}))
+            }
+            Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
+        };
+        let mut out = resp.to_string();
+        out.push('\n');
+        if w.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn bind_control_socket(path: &Path) -> Result<UnixListener, String> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(_) => {
+            return Err(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ))
+        }
+        Err(_) => {}
+    }
+    // Created with a tight umask so there is no window where it is open.
+    // SAFETY: umask has no preconditions.
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let l = l.map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(l)
+}
+
+async fn serve_metrics(state: Arc<Mutex<State>>, listener: TcpListener) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let resp = if req.starts_with("GET /metrics") {
+                let body = {
+                    let st = state.lock().unwrap_or_else(|e| e.into_inner());
+                    metrics::render(&st.director, &st.services(), st.reloads, st.transitions)
+                };
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+            };
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(path: &Path) -> Result<(), DaemonError> {
+    let host_info = HostInfo::from_system();
+    let (cfg, warnings) = config::load(path, Some(&host_info)).map_err(DaemonError::Config)?;
+    log_diagnostics(&warnings);
+    let cfg = Arc::new(cfg);
+    let host = system::host_view().map_err(|e| DaemonError::Setup(format!("cannot read interfaces: {e}")))?;
+    let mut ifindexes = Vec::new();
+    for name in &cfg.daemon.interfaces {
+        let i = host
+            .interfaces
+            .iter()
+            .find(|i| &i.name == name)
+            .ok_or_else(|| DaemonError::Setup(format!("interface {name} does not exist")))?;
+        ifindexes.push(i.index);
+    }
+    let runtime = RuntimeState::default();
+    let director = Arc::new(Director::new(cfg.clone(), Arc::new(host), &runtime, Instant::now()));
+    nft::apply(&director.snapshot()).map_err(|e| DaemonError::Setup(format!("installing nftables steering: {e}")))?;
+    let workers = match cfg.daemon.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    };
+    let datapath = match Datapath::start(director.clone(), &ifindexes, workers) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = nft::remove();
+            return Err(DaemonError::Setup(format!("opening AF_PACKET sockets: {e} (rvs needs CAP_NET_RAW and CAP_NET_ADMIN)")));
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("rvs-control")
+        .build()
+        .map_err(|e| DaemonError::Setup(format!("tokio: {e}")))?;
+    let result = rt.block_on(async {
+        let (tx, mut health_rx) = mpsc::unbounded_channel();
+        let mut health = HealthManager::new(tx);
+        health.sync(&cfg);
+        let state = Arc::new(Mutex::new(State {
+            path: path.to_path_buf(),
+            config: cfg.clone(),
+            runtime,
+            director: director.clone(),
+            health,
+            reloads: ReloadCounts::default(),
+            transitions: 0,
+            samples: HashMap::new(),
+            rates: HashMap::new(),
+        }));
+        let listener = bind_control_socket(&cfg.daemon.control_socket).map_err(DaemonError::Setup)?;
+        {
+            let state = state.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Ok((s, _)) = listener.accept().await {
+                        tokio::spawn(serve_client(state.clone(), s));
+                    }
+                }
+            });
+        }
+        if let Some(addr) = cfg.daemon.metrics_address {
+            if !addr.ip().is_loopback() {
+                tracing::warn!("metrics listen on {addr}, which is not loopback");
+            }
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Setup(format!("cannot bind metrics {addr}: {e}")))?;
+            tokio::spawn(serve_metrics(state.clone(), l));
+        }
+        {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(Duration::from_secs(2));
+                loop {
+                    t.tick().await;
+                    state.lock().unwrap_or_else(|e| e.into_inner()).sample_rates();
+                }
+            });
+        }
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+        let mut term = signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
+        let watchdog = {
+            let mut usec = 0;
+            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
+        };
+        let mut wd = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        tracing::info!(
+            services = cfg.services.len(),
+            interfaces = ?cfg.daemon.interfaces,
+            workers,
+            "rvs: ready"
+        );
+        eprintln!("rvs: ready");
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    let st = state.clone();
+                    let _ = tokio::task::spawn_blocking(move || st.lock().unwrap_or_else(|e| e.into_inner()).reload()).await;
+                }
+                Some(ev) = health_rx.recv() => {
+                    let st = state.clone();
+                    let _ = tokio::task::spawn_blocking(move || st.lock().unwrap_or_else(|e| e.into_inner()).on_health(ev)).await;
+                }
+                _ = wd.tick(), if watchdog.is_some() => {
+                    // Only report liveness while every worker is turning.
+                    let now = datapath.heartbeats.iter().map(|h| h.load(std::sync::atomic::Ordering::Relaxed)).min().unwrap_or(0);
+                    let _ = now;
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        Ok::<(), DaemonError>(())
+    });
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping");
+    rt.shutdown_timeout(Duration::from_secs(1));
+    datapath.stop();
+    if let Err(e) = nft::remove() {
+        tracing::warn!("removing nftables table: {e}");
+    }
+    let _ = std::fs::remove_file(&cfg.daemon.control_socket);
+    result
+}

@@ -1,0 +1,326 @@
+//! Packet workers: each owns one AF_PACKET socket per data interface (all
+//! workers' sockets on an interface form one fanout group), receives in
+//! batches, runs every frame through `Director::handle_with` with the
+//! snapshot loaded once per batch, fills in Ethernet addresses and sends
+//! the results in batches. A timer thread expires connections and refreshes
+//! neighbours from the kernel.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::core::counters::DropReason;
+use crate::core::director::{Director, Frame, Verdict, HEADROOM, SWEEP_INTERVAL};
+use crate::core::service::Snapshot;
+use crate::datapath::afpacket::{emit_vnet, parse_vnet, send_frames, Batch, PacketSocket, TxDesc, VNET_HDR_LEN};
+use crate::datapath::neigh::{self, Neighbours, Pending};
+use crate::datapath::system;
+use crate::wire::ethernet::EthernetFrame;
+
+/// Frames per receive batch. 32 keeps a batch's buffers (32 × 64 KiB)
+/// small while amortising the syscall over many small packets.
+const BATCH: usize = 32;
+/// Batches per socket per turn before the worker looks at the others.
+const TURN_BOUND: usize = 8;
+
+/// Running workers; dropping it does not stop them: call [`Datapath::stop`].
+#[derive(Debug)]
+pub struct Datapath {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub neighbours: Arc<Neighbours>,
+    /// Last time (ms since start) each worker finished a loop: liveness.
+    pub heartbeats: Arc<Vec<AtomicU64>>,
+}
+
+impl Datapath {
+    /// Opens the sockets and starts `workers` threads on `ifindexes`.
+    pub fn start(director: Arc<Director>, ifindexes: &[u32], workers: usize) -> io::Result<Datapath> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let neighbours = Arc::new(Neighbours::default());
+        seed_neighbours(&neighbours, &director.snapshot());
+        let workers = workers.max(1);
+        let heartbeats: Arc<Vec<AtomicU64>> = Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
+        let group = u16::try_from(std::process::id() & 0xffff).unwrap_or(1);
+        let mut threads = Vec::new();
+        let t0 = Instant::now();
+        for w in 0..workers {
+            let mut sockets = Vec::new();
+            for (k, &ifi) in ifindexes.iter().enumerate() {
+                let g = group.wrapping_add(u16::try_from(k).unwrap_or(0));
+                sockets.push(PacketSocket::open(ifi, g, 8 << 20)?);
+            }
+            let mut worker = Worker {
+                director: director.clone(),
+                neighbours: neighbours.clone(),
+                batches: sockets.iter().map(|_| Batch::new(BATCH)).collect(),
+                sockets,
+                tx: Vec::with_capacity(BATCH),
+                pending: (0..neigh::PENDING_SLOTS)
+                    .map(|_| Pending {
+                        ifindex: 0,
+                        next_hop: Ipv4Addr::UNSPECIFIED,
+                        since: t0,
+                        last_arp: t0,
+                        len: 0,
+                        vnet: [0; VNET_HDR_LEN],
+                        buf: vec![0u8; neigh::PENDING_FRAME].into_boxed_slice(),
+                        used: false,
+                    })
+                    .collect(),
+                scratch: vec![0u8; 64],
+            };
+            let stop = stop.clone();
+            let hb = heartbeats.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("rvs-worker-{w}"))
+                    .spawn(move || worker.run(&stop, &hb[w], t0))?,
+            );
+        }
+        {
+            let stop = stop.clone();
+            let director = director.clone();
+            let neighbours = neighbours.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("rvs-timer".into())
+                    .spawn(move || timer(&director, &neighbours, &stop))?,
+            );
+        }
+        Ok(Datapath {
+            stop,
+            threads,
+            neighbours,
+            heartbeats,
+        })
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn seed_neighbours(n: &Neighbours, snap: &Snapshot) {
+    for (name, ip, mac) in system::kernel_neighbours() {
+        if let Some(i) = snap.host.interfaces.iter().find(|i| i.name == name) {
+            n.learn(i.index, ip, mac);
+        }
+    }
+}
+
+fn timer(director: &Director, neighbours: &Neighbours, stop: &AtomicBool) {
+    let mut last_seed = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(SWEEP_INTERVAL);
+        let now = Instant::now();
+        director.handle_timeout(now);
+        if now.duration_since(last_seed) >= Duration::from_secs(1) {
+            seed_neighbours(neighbours, &director.snapshot());
+            last_seed = now;
+        }
+    }
+}
+
+struct Worker {
+    director: Arc<Director>,
+    neighbours: Arc<Neighbours>,
+    sockets: Vec<PacketSocket>,
+    batches: Vec<Batch>,
+    tx: Vec<TxDesc>,
+    pending: Vec<Pending>,
+    scratch: Vec<u8>,
+}
+
+impl Worker {
+    fn run(&mut self, stop: &AtomicBool, heartbeat: &AtomicU64, t0: Instant) {
+        let mut pfds: Vec<libc::pollfd> = self
+            .sockets
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        while !stop.load(Ordering::Relaxed) {
+            let nfds = libc::nfds_t::try_from(pfds.len()).unwrap_or(0);
+            // SAFETY: pfds is a valid array of nfds pollfds.
+            let r = unsafe { libc::poll(pfds.as_mut_ptr(), nfds, 50) };
+            heartbeat.store(
+                u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            if r > 0 {
+                for k in 0..self.sockets.len() {
+                    if pfds[k].revents & libc::POLLIN != 0 {
+                        for _ in 0..TURN_BOUND {
+                            if self.turn(k) < BATCH {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            self.service_pending();
+        }
+    }
+
+    fn socket_for(&self, ifindex: u32) -> Option<usize> {
+        self.sockets.iter().position(|s| s.ifindex == ifindex)
+    }
+
+    /// One receive batch on socket `k`; returns the number of frames.
+    fn turn(&mut self, k: usize) -> usize {
+        let n = match self.batches[k].recv(&self.sockets[k]) {
+            Ok(n) => n,
+            Err(_) => return 0,
+        };
+        if n == 0 {
+            return 0;
+        }
+        let now = Instant::now();
+        let snap = self.director.snapshot();
+        let ifindex = self.sockets[k].ifindex;
+        self.tx.clear();
+        for i in 0..n {
+            let batch = &mut self.batches[k];
+            let len = batch.lens[i];
+            let offload = parse_vnet(&batch.vnet[i]);
+            let buf = &mut batch.bufs[i];
+            if len >= 14 && buf[HEADROOM + 12..HEADROOM + 14] == [0x08, 0x06] {
+                self.neighbours.learn_from_arp(ifindex, &buf[HEADROOM..HEADROOM + len]);
+            }
+            let mut frame = Frame {
+                buf,
+                start: HEADROOM,
+                len,
+                ifindex,
+                offload,
+            };
+            let Verdict::Transmit(t) = self.director.handle_with(&snap, now, &mut frame) else {
+                continue;
+            };
+            let Some(out) = self.socket_for(t.ifindex) else {
+                self.director.count_drop(DropReason::NoRoute);
+                continue;
+            };
+            let Some(iface) = snap.host.interface(t.ifindex) else {
+                self.director.count_drop(DropReason::NoRoute);
+                continue;
+            };
+            let vnet = emit_vnet(&t.offload);
+            let dst = t.dst_mac.or_else(|| self.neighbours.get(t.ifindex, t.next_hop));
+            let buf = &mut self.batches[k].bufs[i];
+            {
+                let mut eth = EthernetFrame::new_unchecked(&mut buf[t.start..t.start + 14]);
+                eth.set_src_addr(iface.mac);
+                if let Some(d) = dst {
+                    eth.set_dst_addr(d);
+                }
+            }
+            match dst {
+                Some(_) => self.tx.push(TxDesc {
+                    slot: i,
+                    start: t.start,
+                    len: t.len,
+                    vnet,
+                    sock: out,
+                }),
+                None => {
+                    let bytes = &self.batches[k].bufs[i][t.start..t.start + t.len];
+                    park(&mut self.pending, &self.director, bytes, vnet, t.ifindex, t.next_hop, now);
+                    self.arp(&snap, out, t.ifindex, t.next_hop);
+                }
+            }
+        }
+        for out in 0..self.sockets.len() {
+            let bufs = &self.batches[k].bufs;
+            let frames = self
+                .tx
+                .iter()
+                .filter(|d| d.sock == out)
+                .map(|d| (&bufs[d.slot][d.start..d.start + d.len], d.vnet));
+            let refused = send_frames(&self.sockets[out], frames);
+            for _ in 0..refused {
+                self.director.count_drop(DropReason::TxError);
+            }
+        }
+        n
+    }
+
+    fn arp(&mut self, snap: &Snapshot, sock: usize, ifindex: u32, target: Ipv4Addr) {
+        let (Some(iface), Some(src)) = (snap.host.interface(ifindex), snap.host.source_addr(ifindex)) else {
+            return;
+        };
+        let len = neigh::arp_request(&mut self.scratch, iface.mac, src, target);
+        send_frames(&self.sockets[sock], std::iter::once((&self.scratch[..len], [0u8; VNET_HDR_LEN])));
+    }
+
+    /// Sends parked frames whose neighbour is now known, asks again for the
+    /// others, gives up after `PENDING_TIMEOUT`.
+    fn service_pending(&mut self) {
+        if !self.pending.iter().any(|p| p.used) {
+            return;
+        }
+        let now = Instant::now();
+        let snap = self.director.snapshot();
+        for i in 0..self.pending.len() {
+            if !self.pending[i].used {
+                continue;
+            }
+            let (ifindex, hop) = (self.pending[i].ifindex, self.pending[i].next_hop);
+            let Some(sock) = self.socket_for(ifindex) else {
+                self.pending[i].used = false;
+                continue;
+            };
+            if let Some(mac) = self.neighbours.get(ifindex, hop) {
+                let p = &mut self.pending[i];
+                EthernetFrame::new_unchecked(&mut p.buf[..14]).set_dst_addr(mac);
+                p.used = false;
+                let p = &self.pending[i];
+                let refused = send_frames(&self.sockets[sock], std::iter::once((&p.buf[..p.len], p.vnet)));
+                if refused > 0 {
+                    self.director.count_drop(DropReason::TxError);
+                }
+            } else if now.duration_since(self.pending[i].since) > neigh::PENDING_TIMEOUT {
+                self.pending[i].used = false;
+                self.director.count_drop(DropReason::NeighbourPending);
+            } else if now.duration_since(self.pending[i].last_arp) > neigh::ARP_RETRY {
+                self.pending[i].last_arp = now;
+                self.arp(&snap, sock, ifindex, hop);
+            }
+        }
+    }
+}
+
+fn park(
+    pending: &mut [Pending],
+    director: &Director,
+    bytes: &[u8],
+    vnet: [u8; VNET_HDR_LEN],
+    ifindex: u32,
+    next_hop: Ipv4Addr,
+    now: Instant,
+) {
+    let slot = pending.iter_mut().find(|p| !p.used);
+    match slot {
+        Some(p) if bytes.len() <= p.buf.len() => {
+            p.buf[..bytes.len()].copy_from_slice(bytes);
+            p.len = bytes.len();
+            p.vnet = vnet;
+            p.ifindex = ifindex;
+            p.next_hop = next_hop;
+            p.since = now;
+            p.last_arp = now;
+            p.used = true;
+        }
+        _ => director.count_drop(DropReason::NeighbourPending),
+    }
+}
