@@ -17,7 +17,11 @@ const DEFAULT_CONFIG: &str = "/etc/rvs/rvs.toml";
 const DEFAULT_SOCKET: &str = "/run/rvs/control.sock";
 
 #[derive(Debug, Parser)]
-#[command(name = "rvs", version, about = "Rust Virtual Server: a user-space layer-4 load balancer (LVS/IPVS semantics)")]
+#[command(
+    name = "rvs",
+    version,
+    about = "Rust Virtual Server: a user-space layer-4 load balancer (LVS/IPVS semantics)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -138,7 +142,11 @@ fn check(path: &Path) -> ExitCode {
                 path.display(),
                 config.services.len(),
                 reals,
-                if warnings.is_empty() { String::new() } else { format!(", {} warnings", warnings.len()) }
+                if warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} warnings", warnings.len())
+                }
             );
             ExitCode::SUCCESS
         }
@@ -146,14 +154,21 @@ fn check(path: &Path) -> ExitCode {
             for d in &diags {
                 eprintln!("{d}");
             }
-            let n = diags.iter().filter(|d| d.severity == Severity::Error).count();
+            let n = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
             eprintln!("{}: {n} errors", path.display());
             ExitCode::FAILURE
         }
     }
 }
 
-fn client(c: &ClientArgs, req: Request, print: impl FnOnce(&serde_json::Value) -> Result<(), cli::CliError>) -> ExitCode {
+fn client(
+    c: &ClientArgs,
+    req: Request,
+    print: impl FnOnce(&serde_json::Value) -> Result<(), cli::CliError>,
+) -> ExitCode {
     match cli::request(&socket_path(c), &req).and_then(|v| print(&v)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -175,10 +190,19 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config } => check(&config),
-        Command::Conns { client: c, service, json } => {
-            client(&c, Request::Conns { service }, |v| cli::print_conns(v, json))
-        }
-        Command::Services { client: c, stats, rate, json } => {
+        Command::Conns {
+            client: c,
+            service,
+            json,
+        } => client(&c, Request::Conns { service }, |v| {
+            cli::print_conns(v, json)
+        }),
+        Command::Services {
+            client: c,
+            stats,
+            rate,
+            json,
+        } => {
             let view = if stats {
                 ServicesView::Stats
             } else if rate {
@@ -186,16 +210,33 @@ fn main() -> ExitCode {
             } else {
                 ServicesView::Plain
             };
-            client(&c, Request::Services, |v| cli::print_services(v, view, json))
+            client(&c, Request::Services, |v| {
+                cli::print_services(v, view, json)
+            })
         }
         Command::Reload { client: c } => client(&c, Request::Reload, |_| {
             println!("reloaded");
             Ok(())
         }),
-        Command::Weight { client: c, service, real, weight } => {
-            client(&c, Request::Weight { service, real, weight }, |_| Ok(()))
-        }
-        Command::Drain { client: c, service, real } => client(&c, Request::Drain { service, real }, |_| Ok(())),
+        Command::Weight {
+            client: c,
+            service,
+            real,
+            weight,
+        } => client(
+            &c,
+            Request::Weight {
+                service,
+                real,
+                weight,
+            },
+            |_| Ok(()),
+        ),
+        Command::Drain {
+            client: c,
+            service,
+            real,
+        } => client(&c, Request::Drain { service, real }, |_| Ok(())),
         Command::Zero { client: c } => client(&c, Request::Zero, |_| Ok(())),
         Command::TunnelEndpoint { vips, device } => {
             match tunnel_endpoint::run(&TunnelEndpointOptions { vips, device }) {

@@ -39,7 +39,9 @@ pub fn request(socket: &Path, req: &Request) -> Result<Value, CliError> {
         .read_line(&mut answer)
         .map_err(|e| CliError::Protocol(e.to_string()))?;
     if answer.is_empty() {
-        return Err(CliError::Protocol("the daemon closed the connection".into()));
+        return Err(CliError::Protocol(
+            "the daemon closed the connection".into(),
+        ));
     }
     let v: Value = serde_json::from_str(&answer).map_err(|e| CliError::Protocol(e.to_string()))?;
     if v["ok"] == Value::Bool(true) {
@@ -68,8 +70,8 @@ pub fn print_conns(v: &Value, json: bool) -> Result<(), CliError> {
         println!("{}", serde_json::json!({"connections": v["connections"]}));
         return Ok(());
     }
-    let conns: Vec<ConnJson> =
-        serde_json::from_value(v["connections"].clone()).map_err(|e| CliError::Protocol(e.to_string()))?;
+    let conns: Vec<ConnJson> = serde_json::from_value(v["connections"].clone())
+        .map_err(|e| CliError::Protocol(e.to_string()))?;
     println!("pro expire state       source                virtual               destination");
     for c in conns {
         println!(
@@ -114,19 +116,29 @@ pub fn print_services(v: &Value, view: ServicesView, json: bool) -> Result<(), C
         );
         return Ok(());
     }
-    let services: Vec<ServiceJson> =
-        serde_json::from_value(v["services"].clone()).map_err(|e| CliError::Protocol(e.to_string()))?;
+    let services: Vec<ServiceJson> = serde_json::from_value(v["services"].clone())
+        .map_err(|e| CliError::Protocol(e.to_string()))?;
     println!("Prot LocalAddress:Port Scheduler Flags");
     match view {
-        ServicesView::Plain => println!("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn Health"),
-        ServicesView::Stats => println!("  -> RemoteAddress:Port           Conns   InPkts  OutPkts  InBytes OutBytes"),
-        ServicesView::Rate => println!("  -> RemoteAddress:Port           CPS     InPPS   OutPPS    InBPS   OutBPS"),
+        ServicesView::Plain => {
+            println!("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn Health")
+        }
+        ServicesView::Stats => {
+            println!("  -> RemoteAddress:Port           Conns   InPkts  OutPkts  InBytes OutBytes")
+        }
+        ServicesView::Rate => {
+            println!("  -> RemoteAddress:Port           CPS     InPPS   OutPPS    InBPS   OutBPS")
+        }
     }
     for s in services {
         let mut flags = String::new();
         if let Some(t) = s.persistence_timeout_s {
             flags.push_str(&format!("persistent {t}"));
-            if let Some(m) = s.persistence_netmask.as_deref().filter(|m| *m != "255.255.255.255") {
+            if let Some(m) = s
+                .persistence_netmask
+                .as_deref()
+                .filter(|m| *m != "255.255.255.255")
+            {
                 flags.push_str(&format!(" mask {m}"));
             }
         }

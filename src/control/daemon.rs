@@ -85,7 +85,10 @@ fn parse_service(s: &str) -> Result<ServiceKey, String> {
     let addr: SocketAddrV4 = addr
         .parse()
         .map_err(|_| format!("`{s}` is not VIP:PORT[/tcp|/udp]"))?;
-    Ok(ServiceKey { protocol: proto, addr })
+    Ok(ServiceKey {
+        protocol: proto,
+        addr,
+    })
 }
 
 impl State {
@@ -250,7 +253,8 @@ impl State {
                     .iter()
                     .map(|r| {
                         let st = snap.real(r.id);
-                        let g = |f: fn(&crate::core::service::RealState) -> u64| st.map_or(0, |s| f(s));
+                        let g =
+                            |f: fn(&crate::core::service::RealState) -> u64| st.map_or(0, |s| f(s));
                         let rate = self.rates.get(&r.id).copied().unwrap_or_default();
                         let rk: RealKey = (s.key, r.addr);
                         RealJson {
@@ -304,7 +308,9 @@ impl State {
                     .director
                     .connections(Instant::now())
                     .into_iter()
-                    .filter(|c| filter.is_none_or(|k| k.addr == c.vaddr && k.protocol == c.protocol))
+                    .filter(|c| {
+                        filter.is_none_or(|k| k.addr == c.vaddr && k.protocol == c.protocol)
+                    })
                     .map(|c| ConnJson {
                         protocol: c.protocol.as_str().into(),
                         state: c.state.into(),
@@ -330,9 +336,15 @@ impl State {
             }
             Request::Reload => match self.reload() {
                 Ok(()) => json!({"ok": true}),
-                Err(errors) => json!({"ok": false, "error": "reload failed; the running table is unchanged", "errors": errors}),
+                Err(errors) => {
+                    json!({"ok": false, "error": "reload failed; the running table is unchanged", "errors": errors})
+                }
             },
-            Request::Weight { service, real, weight } => match self.set_weight(&service, &real, weight) {
+            Request::Weight {
+                service,
+                real,
+                weight,
+            } => match self.set_weight(&service, &real, weight) {
                 Ok(()) => json!({"ok": true}),
                 Err(e) => fail(e),
             },
@@ -356,7 +368,11 @@ impl State {
 }
 
 fn peer_allowed(stream: &UnixStream) -> bool {
-    let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
     let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>()).unwrap_or(0);
     // SAFETY: cred/len are valid out-parameters for SO_PEERCRED on a live fd.
     let r = unsafe {
@@ -391,9 +407,11 @@ async fn serve_client(state: Arc<Mutex<State>>, stream: UnixStream) {
         let resp = match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 let st = state.clone();
-                tokio::task::spawn_blocking(move || st.lock().unwrap_or_else(|e| e.into_inner()).handle(req))
-                    .await
-                    .unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "internal error"}))
+                tokio::task::spawn_blocking(move || {
+                    st.lock().unwrap_or_else(|e| e.into_inner()).handle(req)
+                })
+                .await
+                .unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "internal error"}))
             }
             Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
         };
@@ -408,7 +426,8 @@ async fn serve_client(state: Arc<Mutex<State>>, stream: UnixStream) {
 fn bind_control_socket(path: &Path) -> Result<UnixListener, String> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
@@ -441,7 +460,12 @@ async fn serve_metrics(state: Arc<Mutex<State>>, listener: TcpListener) {
         let state = state.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await {
+            let n = match tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+            )
+            .await
+            {
                 Ok(Ok(n)) => n,
                 _ => return,
             };
@@ -456,7 +480,8 @@ async fn serve_metrics(state: Arc<Mutex<State>>, listener: TcpListener) {
                     body.len()
                 )
             } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
             };
             let _ = s.write_all(resp.as_bytes()).await;
         });
@@ -469,7 +494,8 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     let (cfg, warnings) = config::load(path, Some(&host_info)).map_err(DaemonError::Config)?;
     log_diagnostics(&warnings);
     let cfg = Arc::new(cfg);
-    let host = system::host_view().map_err(|e| DaemonError::Setup(format!("cannot read interfaces: {e}")))?;
+    let host = system::host_view()
+        .map_err(|e| DaemonError::Setup(format!("cannot read interfaces: {e}")))?;
     let mut ifindexes = Vec::new();
     for name in &cfg.daemon.interfaces {
         let i = host
@@ -480,8 +506,14 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         ifindexes.push(i.index);
     }
     let runtime = RuntimeState::default();
-    let director = Arc::new(Director::new(cfg.clone(), Arc::new(host), &runtime, Instant::now()));
-    nft::apply(&director.snapshot()).map_err(|e| DaemonError::Setup(format!("installing nftables steering: {e}")))?;
+    let director = Arc::new(Director::new(
+        cfg.clone(),
+        Arc::new(host),
+        &runtime,
+        Instant::now(),
+    ));
+    nft::apply(&director.snapshot())
+        .map_err(|e| DaemonError::Setup(format!("installing nftables steering: {e}")))?;
     let workers = match cfg.daemon.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n as usize,
@@ -490,7 +522,9 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         Ok(d) => d,
         Err(e) => {
             let _ = nft::remove();
-            return Err(DaemonError::Setup(format!("opening AF_PACKET sockets: {e} (rvs needs CAP_NET_RAW and CAP_NET_ADMIN)")));
+            return Err(DaemonError::Setup(format!(
+                "opening AF_PACKET sockets: {e} (rvs needs CAP_NET_RAW and CAP_NET_ADMIN)"
+            )));
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

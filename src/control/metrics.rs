@@ -16,20 +16,54 @@ pub struct ReloadCounts {
     pub error: u64,
 }
 
-pub fn render(director: &Director, services: &[ServiceJson], reloads: ReloadCounts, transitions: u64) -> String {
+pub fn render(
+    director: &Director,
+    services: &[ServiceJson],
+    reloads: ReloadCounts,
+    transitions: u64,
+) -> String {
     let mut o = String::new();
     let fam = |o: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
     type Getter = fn(&crate::control::protocol::RealJson) -> f64;
     let per_real: [(&str, &str, &str, Getter); 5] = [
-        ("rvs_real_server_connections_total", "counter", "Connections scheduled to the real server.", |r| r.conns as f64),
-        ("rvs_real_server_active_connections", "gauge", "ESTABLISHED connections.", |r| f64::from(r.active)),
-        ("rvs_real_server_inactive_connections", "gauge", "Connections in other states.", |r| f64::from(r.inactive)),
-        ("rvs_real_server_up", "gauge", "1 when the real server may take new flows (health up or unchecked).", |r| {
-            if r.health == "down" { 0.0 } else { 1.0 }
-        }),
-        ("rvs_real_server_weight", "gauge", "Effective weight.", |r| f64::from(r.effective_weight)),
+        (
+            "rvs_real_server_connections_total",
+            "counter",
+            "Connections scheduled to the real server.",
+            |r| r.conns as f64,
+        ),
+        (
+            "rvs_real_server_active_connections",
+            "gauge",
+            "ESTABLISHED connections.",
+            |r| f64::from(r.active),
+        ),
+        (
+            "rvs_real_server_inactive_connections",
+            "gauge",
+            "Connections in other states.",
+            |r| f64::from(r.inactive),
+        ),
+        (
+            "rvs_real_server_up",
+            "gauge",
+            "1 when the real server may take new flows (health up or unchecked).",
+            |r| {
+                if r.health == "down" {
+                    0.0
+                } else {
+                    1.0
+                }
+            },
+        ),
+        (
+            "rvs_real_server_weight",
+            "gauge",
+            "Effective weight.",
+            |r| f64::from(r.effective_weight),
+        ),
     ];
     for (name, kind, help, get) in per_real {
         fam(&mut o, name, kind, help);
@@ -48,7 +82,12 @@ pub fn render(director: &Director, services: &[ServiceJson], reloads: ReloadCoun
     }
     for (name, help, inn, out) in [
         ("rvs_real_server_packets_total", "Packets forwarded.", 0, 1),
-        ("rvs_real_server_bytes_total", "Bytes forwarded (IP length).", 2, 3),
+        (
+            "rvs_real_server_bytes_total",
+            "Bytes forwarded (IP length).",
+            2,
+            3,
+        ),
     ] {
         fam(&mut o, name, "counter", help);
         for s in services {
@@ -64,18 +103,48 @@ pub fn render(director: &Director, services: &[ServiceJson], reloads: ReloadCoun
             }
         }
     }
-    fam(&mut o, "rvs_connection_table_entries", "gauge", "Entries in the connection table.");
+    fam(
+        &mut o,
+        "rvs_connection_table_entries",
+        "gauge",
+        "Entries in the connection table.",
+    );
     let _ = writeln!(o, "rvs_connection_table_entries {}", director.entries());
-    fam(&mut o, "rvs_drops_total", "counter", "Frames not forwarded, by reason.");
+    fam(
+        &mut o,
+        "rvs_drops_total",
+        "counter",
+        "Frames not forwarded, by reason.",
+    );
     for &r in DropReason::ALL {
-        let _ = writeln!(o, "rvs_drops_total{{reason=\"{}\"}} {}", r.name(), director.drops().get(r));
+        let _ = writeln!(
+            o,
+            "rvs_drops_total{{reason=\"{}\"}} {}",
+            r.name(),
+            director.drops().get(r)
+        );
     }
-    fam(&mut o, "rvs_reloads_total", "counter", "Configuration reloads, by result.");
+    fam(
+        &mut o,
+        "rvs_reloads_total",
+        "counter",
+        "Configuration reloads, by result.",
+    );
     let _ = writeln!(o, "rvs_reloads_total{{result=\"ok\"}} {}", reloads.ok);
     let _ = writeln!(o, "rvs_reloads_total{{result=\"error\"}} {}", reloads.error);
-    fam(&mut o, "rvs_health_transitions_total", "counter", "Real-server health state changes.");
+    fam(
+        &mut o,
+        "rvs_health_transitions_total",
+        "counter",
+        "Real-server health state changes.",
+    );
     let _ = writeln!(o, "rvs_health_transitions_total {transitions}");
-    fam(&mut o, "rvs_service_degraded", "gauge", "1 when a service has no real server up (or is below quorum).");
+    fam(
+        &mut o,
+        "rvs_service_degraded",
+        "gauge",
+        "1 when a service has no real server up (or is below quorum).",
+    );
     for s in services {
         let _ = writeln!(
             o,

@@ -5,8 +5,8 @@
 //! validated `Arc<Config>` snapshots and hands them to the data path.
 
 pub mod config;
-pub mod duration;
 pub mod daemon;
+pub mod duration;
 pub mod health;
 pub mod metrics;
 pub mod protocol;

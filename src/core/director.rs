@@ -185,14 +185,21 @@ struct L4 {
 }
 
 impl Director {
-    pub fn new(config: Arc<Config>, host: Arc<HostView>, runtime: &RuntimeState, now: Instant) -> Director {
+    pub fn new(
+        config: Arc<Config>,
+        host: Arc<HostView>,
+        runtime: &RuntimeState,
+        now: Instant,
+    ) -> Director {
         let mut registry = Registry::default();
         let snap = Snapshot::build(config, host, runtime, &mut registry, None);
         let hasher = FastBuild::random();
         Director {
             snapshot: ArcSwap::from_pointee(snap),
             registry: Mutex::new(registry),
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new(hasher))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard::new(hasher)))
+                .collect(),
             templates: (0..TEMPLATE_SHARDS)
                 .map(|_| Mutex::new(FastMap::with_hasher(hasher)))
                 .collect(),
@@ -245,7 +252,9 @@ impl Director {
 
     fn shard_of(&self, protocol: Protocol, client: SocketAddrV4) -> &Mutex<Shard> {
         use std::hash::BuildHasher;
-        let h = self.hasher.hash_one((protocol as u8, u32::from(*client.ip()), client.port()));
+        let h = self
+            .hasher
+            .hash_one((protocol as u8, u32::from(*client.ip()), client.port()));
         // SHARDS is a power of two; the low bits of the mixed hash index it.
         #[allow(clippy::cast_possible_truncation)]
         &self.shards[(h as usize) & (SHARDS - 1)]
@@ -339,7 +348,13 @@ impl Director {
         // A VIP destination decides whether a broken packet is ours to count.
         let dst_is_vip = bytes.len() >= IPV4_LEN
             && snap.is_vip(Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19]));
-        let ours = |r: DropReason| if dst_is_vip { Verdict::Drop(r) } else { Verdict::Pass };
+        let ours = |r: DropReason| {
+            if dst_is_vip {
+                Verdict::Drop(r)
+            } else {
+                Verdict::Pass
+            }
+        };
         let Ok(ip) = Ipv4Packet::new_checked(bytes) else {
             return ours(DropReason::Malformed);
         };
@@ -460,7 +475,13 @@ impl Director {
     /// template when there is a usable one. Returns the real server's index
     /// in `svc.reals` (or `usize::MAX` for the sorry server) and whether a
     /// template reference was taken.
-    fn schedule(&self, snap: &Snapshot, now: u64, svc: &Service, client: Ipv4Addr) -> Option<(usize, bool)> {
+    fn schedule(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        svc: &Service,
+        client: Ipv4Addr,
+    ) -> Option<(usize, bool)> {
         if !svc.accepting {
             return None;
         }
@@ -472,7 +493,9 @@ impl Director {
             })
         };
         let Some(p) = svc.persistence() else {
-            return pick().map(|i| (i, false)).or_else(|| svc.sorry.as_ref().map(|_| (usize::MAX, false)));
+            return pick()
+                .map(|i| (i, false))
+                .or_else(|| svc.sorry.as_ref().map(|_| (usize::MAX, false)));
         };
         let prefix = prefix_of(p.netmask);
         let key = TemplateKey {
@@ -490,7 +513,8 @@ impl Director {
                     r.id == tpl.real
                         && r.addr == tpl.raddr
                         && snap.real(r.id).is_some_and(|s| {
-                            s.epoch.load(Ordering::Relaxed) == tpl.epoch && svc.live_weight(r, s) > 0
+                            s.epoch.load(Ordering::Relaxed) == tpl.epoch
+                                && svc.live_weight(r, s) > 0
                         })
                 });
                 if let Some(i) = usable {
@@ -529,7 +553,14 @@ impl Director {
         Some((i, true))
     }
 
-    fn inbound(&self, snap: &Snapshot, now: u64, f: &mut Frame<'_>, svc: &Service, l4: &L4) -> Verdict {
+    fn inbound(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        f: &mut Frame<'_>,
+        svc: &Service,
+        l4: &L4,
+    ) -> Verdict {
         let key = FlowKey::new(l4.protocol, l4.src, l4.dst);
         let tcp = l4.protocol == Protocol::Tcp;
         let syn = tcp && l4.tcp_flags & tcp::flags::SYN != 0;
@@ -550,7 +581,8 @@ impl Director {
             } else {
                 let c = shard.get_mut(slot);
                 if tcp {
-                    let next = TcpState::from_u8(c.state).next(direction_in(c.method), l4.tcp_flags);
+                    let next =
+                        TcpState::from_u8(c.state).next(direction_in(c.method), l4.tcp_flags);
                     Self::set_state(snap, c, next as u8);
                 }
                 c.expires = now + Self::timeout_of(snap, c);
@@ -568,7 +600,7 @@ impl Director {
                 return Verdict::Drop(DropReason::BadTcpFlags);
             }
             let sloppy = snap.config.daemon.sloppy_tcp && ack && !rst && !fin;
-            if !(syn && !ack) && !sloppy {
+            if (!syn || ack) && !sloppy {
                 return Verdict::Drop(if l4.tcp_flags == 0 {
                     DropReason::BadTcpFlags
                 } else {
@@ -704,7 +736,15 @@ impl Director {
 
     /// VS/TUN: wraps the IP packet at `ip` in an outer IPv4 header toward
     /// `rip`, in place (the Ethernet header moves into the headroom).
-    fn encapsulate(&self, snap: &Snapshot, f: &mut Frame<'_>, ip: usize, ip_len: usize, rip: Ipv4Addr, hop: Hop) -> Verdict {
+    fn encapsulate(
+        &self,
+        snap: &Snapshot,
+        f: &mut Frame<'_>,
+        ip: usize,
+        ip_len: usize,
+        rip: Ipv4Addr,
+        hop: Hop,
+    ) -> Verdict {
         if f.offload.gso_type != 0 {
             // virtio_net_hdr cannot describe segmentation of IPXIP4 frames.
             return Verdict::Drop(DropReason::GsoUnsupported);
@@ -712,7 +752,10 @@ impl Director {
         if f.offload.needs_csum {
             complete_checksum(f);
         }
-        let mtu = snap.host.interface(hop.ifindex).map_or(1500, |i| usize::from(i.mtu));
+        let mtu = snap
+            .host
+            .interface(hop.ifindex)
+            .map_or(1500, |i| usize::from(i.mtu));
         let df = f.buf[ip + 6] & 0x40 != 0;
         if ip_len + IPV4_LEN > mtu {
             if df {
@@ -892,8 +935,20 @@ impl Director {
 
     // ---- ICMP errors about tracked flows -----------------------------------------
 
-    fn handle_icmp(&self, snap: &Snapshot, now: u64, f: &mut Frame<'_>, dst_is_vip: bool) -> Verdict {
-        let ours = |r: DropReason| if dst_is_vip { Verdict::Drop(r) } else { Verdict::Pass };
+    fn handle_icmp(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        f: &mut Frame<'_>,
+        dst_is_vip: bool,
+    ) -> Verdict {
+        let ours = |r: DropReason| {
+            if dst_is_vip {
+                Verdict::Drop(r)
+            } else {
+                Verdict::Pass
+            }
+        };
         let ip_off = f.start + ETH_LEN;
         let end = f.start + f.len;
         let (outer_src, outer_dst, icmp_off, ip_len) = {
@@ -927,7 +982,10 @@ impl Director {
             return ours(DropReason::IcmpUnmatched);
         };
         let isrc = SocketAddrV4::new(inner.src_addr(), u16::from_be_bytes([q[ihl], q[ihl + 1]]));
-        let idst = SocketAddrV4::new(inner.dst_addr(), u16::from_be_bytes([q[ihl + 2], q[ihl + 3]]));
+        let idst = SocketAddrV4::new(
+            inner.dst_addr(),
+            u16::from_be_bytes([q[ihl + 2], q[ihl + 3]]),
+        );
 
         // (a) About a packet the VIP sent to a client: goes to the real server.
         if dst_is_vip && *isrc.ip() == outer_dst && snap.service(protocol, isrc).is_some() {
@@ -945,7 +1003,16 @@ impl Director {
             };
             return match c.method {
                 Method::Nat => {
-                    rewrite_icmp(f.buf, ip_off, icmp_off, inner_off, icmp_end, Endpoint::Dst, c.raddr, Endpoint::Src);
+                    rewrite_icmp(
+                        f.buf,
+                        ip_off,
+                        icmp_off,
+                        inner_off,
+                        icmp_end,
+                        Endpoint::Dst,
+                        c.raddr,
+                        Endpoint::Src,
+                    );
                     transmit(f, hop)
                 }
                 Method::Dr => transmit(
@@ -971,7 +1038,16 @@ impl Director {
             let Some(hop) = snap.host.route(*c.client.ip()) else {
                 return Verdict::Drop(DropReason::NoRoute);
             };
-            rewrite_icmp(f.buf, ip_off, icmp_off, inner_off, icmp_end, Endpoint::Src, c.vaddr, Endpoint::Dst);
+            rewrite_icmp(
+                f.buf,
+                ip_off,
+                icmp_off,
+                inner_off,
+                icmp_end,
+                Endpoint::Src,
+                c.vaddr,
+                Endpoint::Dst,
+            );
             return transmit(f, hop);
         }
         ours(DropReason::IcmpUnmatched)
@@ -998,7 +1074,11 @@ impl Director {
         for shard in self.shards.iter() {
             {
                 let mut s = lock(shard);
-                s.sweep(SWEEP_BUDGET, |c| Self::is_dead(&snap, c, now), |c| dead.push(c));
+                s.sweep(
+                    SWEEP_BUDGET,
+                    |c| Self::is_dead(&snap, c, now),
+                    |c| dead.push(c),
+                );
             }
             // Released outside the conn shard lock is fine too, but template
             // locks are always taken after conn locks, never before.

@@ -71,7 +71,7 @@ impl FastBuild {
 
     /// A key from the process's random state (std seeds it from the OS).
     pub fn random() -> FastBuild {
-        let key = std::collections::hash_map::RandomState::new().hash_one(0x5256_53u64);
+        let key = std::collections::hash_map::RandomState::new().hash_one(0x0052_5653_u64);
         FastBuild { key }
     }
 }

@@ -160,6 +160,10 @@ mod tests {
         assert_eq!(mask(0), 0);
         assert_eq!(mask(24), 0xffff_ff00);
         assert_eq!(mask(32), u32::MAX);
-        assert!(in_subnet(Ipv4Addr::new(10, 1, 2, 3), Ipv4Addr::new(10, 0, 0, 0), 8));
+        assert!(in_subnet(
+            Ipv4Addr::new(10, 1, 2, 3),
+            Ipv4Addr::new(10, 0, 0, 0),
+            8
+        ));
     }
 }

@@ -6,12 +6,12 @@
 //! verdict and, when dropped, a counted reason — never a panic.
 
 pub mod config;
-pub mod sched;
 pub mod conntrack;
 pub mod counters;
 pub mod director;
 pub mod hash;
 pub mod host;
+pub mod sched;
 pub mod service;
 pub mod tcp_state;
 

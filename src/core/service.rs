@@ -108,8 +108,7 @@ impl Registry {
             return id;
         }
         let id = RealId(u32::try_from(self.reals.len()).unwrap_or(u32::MAX));
-        self.reals
-            .push(Arc::new(RealState::new(id, key.0, key.1)));
+        self.reals.push(Arc::new(RealState::new(id, key.0, key.1)));
         self.by_key.insert(key, id);
         id
     }

@@ -44,7 +44,11 @@ pub fn parse_vnet(h: &[u8; VNET_HDR_LEN]) -> Offload {
 /// Encodes a `virtio_net_hdr` for transmit.
 pub fn emit_vnet(o: &Offload) -> [u8; VNET_HDR_LEN] {
     let mut h = [0u8; VNET_HDR_LEN];
-    h[0] = if o.needs_csum { VIRTIO_NET_HDR_F_NEEDS_CSUM } else { 0 };
+    h[0] = if o.needs_csum {
+        VIRTIO_NET_HDR_F_NEEDS_CSUM
+    } else {
+        0
+    };
     h[1] = o.gso_type;
     h[2..4].copy_from_slice(&o.hdr_len.to_ne_bytes());
     h[4..6].copy_from_slice(&o.gso_size.to_ne_bytes());
@@ -110,7 +114,8 @@ impl PacketSocket {
         cvt(unsafe { libc::bind(raw, (&sll as *const libc::sockaddr_ll).cast(), len) })?;
         // Flow hash fanout keeps a flow's packets on one worker (in order);
         // DEFRAG makes fragments of one datagram hash alike.
-        let fanout: u32 = u32::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+        let fanout: u32 =
+            u32::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
         setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &fanout)?;
         Ok(PacketSocket { fd, ifindex })
     }
@@ -133,7 +138,9 @@ pub struct Batch {
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch").field("slots", &self.bufs.len()).finish()
+        f.debug_struct("Batch")
+            .field("slots", &self.bufs.len())
+            .finish()
     }
 }
 
@@ -222,7 +229,10 @@ impl Batch {
 
 /// Sends `frames` (bytes and vnet header each) on `sock`, up to 64 per
 /// `sendmmsg`. Returns how many the kernel refused.
-pub fn send_frames<'a>(sock: &PacketSocket, frames: impl Iterator<Item = (&'a [u8], [u8; VNET_HDR_LEN])>) -> usize {
+pub fn send_frames<'a>(
+    sock: &PacketSocket,
+    frames: impl Iterator<Item = (&'a [u8], [u8; VNET_HDR_LEN])>,
+) -> usize {
     const MAX: usize = 64;
     let mut frames = frames.peekable();
     let mut refused = 0;

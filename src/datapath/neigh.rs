@@ -81,7 +81,12 @@ impl Neighbours {
 
 /// Builds a broadcast ARP request for `target` into `out` (≥ 42 bytes);
 /// returns its length.
-pub fn arp_request(out: &mut [u8], src_mac: EthernetAddress, src_ip: Ipv4Addr, target: Ipv4Addr) -> usize {
+pub fn arp_request(
+    out: &mut [u8],
+    src_mac: EthernetAddress,
+    src_ip: Ipv4Addr,
+    target: Ipv4Addr,
+) -> usize {
     let len = 14 + 28;
     let mut eth = EthernetFrame::new_unchecked(&mut out[..len]);
     eth.set_dst_addr(EthernetAddress::BROADCAST);
@@ -128,7 +133,12 @@ mod tests {
         let n = Neighbours::default();
         let mut buf = [0u8; 60];
         let mac = EthernetAddress([2, 0, 0, 0, 0, 9]);
-        let len = arp_request(&mut buf, mac, Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 11));
+        let len = arp_request(
+            &mut buf,
+            mac,
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(192, 0, 2, 11),
+        );
         assert_eq!(len, 42);
         n.learn_from_arp(3, &buf[..len]);
         assert_eq!(n.get(3, Ipv4Addr::new(192, 0, 2, 1)), Some(mac));

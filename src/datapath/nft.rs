@@ -55,7 +55,12 @@ fn nft(input: &str) -> std::io::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run nft: {e} (is nftables installed?)")))?;
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot run nft: {e} (is nftables installed?)"),
+            )
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(input.as_bytes())?;
     }

@@ -89,7 +89,11 @@ fn mtu(name: &str) -> Option<u16> {
     }
     // SAFETY: ifreq is plain old data.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+    for (d, s) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
         *d = s as libc::c_char;
     }
     // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_mtu of a valid ifreq.
@@ -122,7 +126,8 @@ pub fn parse_routes(text: &str, ifaces: &[Interface]) -> Vec<Route> {
         let Some(iface) = ifaces.iter().find(|i| i.name == f[0]) else {
             continue;
         };
-        let (Some(dst), Some(gw), Some(mask)) = (hex_addr(f[1]), hex_addr(f[2]), hex_addr(f[7])) else {
+        let (Some(dst), Some(gw), Some(mask)) = (hex_addr(f[1]), hex_addr(f[2]), hex_addr(f[7]))
+        else {
             continue;
         };
         let flags = u32::from_str_radix(f[3], 16).unwrap_or(0);
@@ -142,7 +147,10 @@ pub fn parse_routes(text: &str, ifaces: &[Interface]) -> Vec<Route> {
 }
 
 fn read_routes(ifaces: &[Interface]) -> io::Result<Vec<Route>> {
-    Ok(parse_routes(&std::fs::read_to_string("/proc/net/route")?, ifaces))
+    Ok(parse_routes(
+        &std::fs::read_to_string("/proc/net/route")?,
+        ifaces,
+    ))
 }
 
 /// The kernel's complete IPv4 neighbour entries: (interface name, address, MAC).
@@ -201,7 +209,8 @@ mod tests {
 
     #[test]
     fn proc_net_route() {
-        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
 eth0\t00000000\tFE0200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
 eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
 eth9\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
@@ -216,7 +225,8 @@ eth9\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
 
     #[test]
     fn proc_net_arp() {
-        let text = "IP address       HW type     Flags       HW address            Mask     Device\n\
+        let text =
+            "IP address       HW type     Flags       HW address            Mask     Device\n\
 192.0.2.11       0x1         0x2         02:aa:bb:cc:dd:01     *        eth0\n\
 192.0.2.12       0x1         0x0         00:00:00:00:00:00     *        eth0\n";
         let n = parse_arp(text);
@@ -229,7 +239,11 @@ eth9\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
     #[test]
     fn reads_this_host() {
         let h = host_view().expect("getifaddrs");
-        let lo = h.interfaces.iter().find(|i| i.name == "lo").expect("lo exists");
+        let lo = h
+            .interfaces
+            .iter()
+            .find(|i| i.name == "lo")
+            .expect("lo exists");
         assert!(lo.index > 0);
         assert!(h.local_addrs.contains(&Ipv4Addr::LOCALHOST));
     }

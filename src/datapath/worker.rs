@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use crate::core::counters::DropReason;
 use crate::core::director::{Director, Frame, Verdict, HEADROOM, SWEEP_INTERVAL};
 use crate::core::service::Snapshot;
-use crate::datapath::afpacket::{emit_vnet, parse_vnet, send_frames, Batch, PacketSocket, TxDesc, VNET_HDR_LEN};
+use crate::datapath::afpacket::{
+    emit_vnet, parse_vnet, send_frames, Batch, PacketSocket, TxDesc, VNET_HDR_LEN,
+};
 use crate::datapath::neigh::{self, Neighbours, Pending};
 use crate::datapath::system;
 use crate::wire::ethernet::EthernetFrame;
@@ -38,12 +40,17 @@ pub struct Datapath {
 
 impl Datapath {
     /// Opens the sockets and starts `workers` threads on `ifindexes`.
-    pub fn start(director: Arc<Director>, ifindexes: &[u32], workers: usize) -> io::Result<Datapath> {
+    pub fn start(
+        director: Arc<Director>,
+        ifindexes: &[u32],
+        workers: usize,
+    ) -> io::Result<Datapath> {
         let stop = Arc::new(AtomicBool::new(false));
         let neighbours = Arc::new(Neighbours::default());
         seed_neighbours(&neighbours, &director.snapshot());
         let workers = workers.max(1);
-        let heartbeats: Arc<Vec<AtomicU64>> = Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
+        let heartbeats: Arc<Vec<AtomicU64>> =
+            Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
         let group = u16::try_from(std::process::id() & 0xffff).unwrap_or(1);
         let mut threads = Vec::new();
         let t0 = Instant::now();
@@ -158,8 +165,8 @@ impl Worker {
                 Ordering::Relaxed,
             );
             if r > 0 {
-                for k in 0..self.sockets.len() {
-                    if pfds[k].revents & libc::POLLIN != 0 {
+                for (k, pfd) in pfds.iter().enumerate() {
+                    if pfd.revents & libc::POLLIN != 0 {
                         for _ in 0..TURN_BOUND {
                             if self.turn(k) < BATCH {
                                 break;
@@ -195,7 +202,8 @@ impl Worker {
             let offload = parse_vnet(&batch.vnet[i]);
             let buf = &mut batch.bufs[i];
             if len >= 14 && buf[HEADROOM + 12..HEADROOM + 14] == [0x08, 0x06] {
-                self.neighbours.learn_from_arp(ifindex, &buf[HEADROOM..HEADROOM + len]);
+                self.neighbours
+                    .learn_from_arp(ifindex, &buf[HEADROOM..HEADROOM + len]);
             }
             let mut frame = Frame {
                 buf,
@@ -216,7 +224,9 @@ impl Worker {
                 continue;
             };
             let vnet = emit_vnet(&t.offload);
-            let dst = t.dst_mac.or_else(|| self.neighbours.get(t.ifindex, t.next_hop));
+            let dst = t
+                .dst_mac
+                .or_else(|| self.neighbours.get(t.ifindex, t.next_hop));
             let buf = &mut self.batches[k].bufs[i];
             {
                 let mut eth = EthernetFrame::new_unchecked(&mut buf[t.start..t.start + 14]);
@@ -235,7 +245,15 @@ impl Worker {
                 }),
                 None => {
                     let bytes = &self.batches[k].bufs[i][t.start..t.start + t.len];
-                    park(&mut self.pending, &self.director, bytes, vnet, t.ifindex, t.next_hop, now);
+                    park(
+                        &mut self.pending,
+                        &self.director,
+                        bytes,
+                        vnet,
+                        t.ifindex,
+                        t.next_hop,
+                        now,
+                    );
                     self.arp(&snap, out, t.ifindex, t.next_hop);
                 }
             }
@@ -256,11 +274,16 @@ impl Worker {
     }
 
     fn arp(&mut self, snap: &Snapshot, sock: usize, ifindex: u32, target: Ipv4Addr) {
-        let (Some(iface), Some(src)) = (snap.host.interface(ifindex), snap.host.source_addr(ifindex)) else {
+        let (Some(iface), Some(src)) =
+            (snap.host.interface(ifindex), snap.host.source_addr(ifindex))
+        else {
             return;
         };
         let len = neigh::arp_request(&mut self.scratch, iface.mac, src, target);
-        send_frames(&self.sockets[sock], std::iter::once((&self.scratch[..len], [0u8; VNET_HDR_LEN])));
+        send_frames(
+            &self.sockets[sock],
+            std::iter::once((&self.scratch[..len], [0u8; VNET_HDR_LEN])),
+        );
     }
 
     /// Sends parked frames whose neighbour is now known, asks again for the
@@ -285,7 +308,10 @@ impl Worker {
                 EthernetFrame::new_unchecked(&mut p.buf[..14]).set_dst_addr(mac);
                 p.used = false;
                 let p = &self.pending[i];
-                let refused = send_frames(&self.sockets[sock], std::iter::once((&p.buf[..p.len], p.vnet)));
+                let refused = send_frames(
+                    &self.sockets[sock],
+                    std::iter::once((&p.buf[..p.len], p.vnet)),
+                );
                 if refused > 0 {
                     self.director.count_drop(DropReason::TxError);
                 }
