@@ -1,0 +1,125 @@
+//! VS/DR and VS/TUN end to end: the director sees only the client's side;
+//! real servers answer the client directly through the router.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{expected_bytes, Daemon, Topology, VIP};
+
+const T: Duration = Duration::from_secs(5);
+
+fn config(topo: &Topology, method: &str, scheduler: &str, extra: &str) -> String {
+    let sock = topo.tmp_dir().join("control.sock");
+    let mut s = format!(
+        "[daemon]\ninterfaces = [\"eth0\"]\ncontrol_socket = \"{}\"\nworkers = 2\n{extra}\n\n\
+         [[virtual_service]]\nname = \"web\"\naddress = \"203.0.113.10:80\"\nscheduler = \"{scheduler}\"\nforwarding = \"{method}\"\n",
+        sock.display()
+    );
+    for i in 0..3 {
+        s.push_str(&format!(
+            "[[virtual_service.real_server]]\naddress = \"192.0.2.{}:80\"\n",
+            11 + i
+        ));
+    }
+    s.push_str(&format!(
+        "[[virtual_service]]\nname = \"dns\"\nprotocol = \"udp\"\naddress = \"203.0.113.10:53\"\nscheduler = \"rr\"\nforwarding = \"{method}\"\n\
+         [[virtual_service.real_server]]\naddress = \"192.0.2.11:53\"\n[[virtual_service.real_server]]\naddress = \"192.0.2.12:53\"\n"
+    ));
+    s
+}
+
+fn spread(topo: &Topology, n: usize) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for k in 0..n {
+        let body = topo
+            .curl("http://203.0.113.10/", T)
+            .unwrap_or_else(|e| panic!("request {k}: {e}"));
+        *seen.entry(body.trim().to_string()).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[test]
+fn dr_round_robin_direct_return_udp_and_bulk() {
+    let topo = Topology::new(3);
+    for i in 1..=3 {
+        topo.setup_dr_real_server(i, VIP);
+    }
+    topo.start_http_servers(80);
+    topo.start_udp_echo(53);
+    let rst = topo.nft_counter("cli", "input", "tcp flags & rst == rst");
+    // Replies must not pass through the director: count them there.
+    let via_dir = topo.nft_counter("dir", "prerouting", "ip saddr 203.0.113.10");
+    let daemon = Daemon::start(&topo, &config(&topo, "dr", "rr", ""));
+    let seen = spread(&topo, 30);
+    assert_eq!(
+        (seen.get("rs1"), seen.get("rs2"), seen.get("rs3")),
+        (Some(&10), Some(&10), Some(&10)),
+        "{seen:?}\n{}",
+        daemon.log()
+    );
+    let body = topo
+        .curl_bytes_from(
+            "cli",
+            "http://203.0.113.10/bytes?n=3000000",
+            Duration::from_secs(20),
+        )
+        .expect("bulk download over DR");
+    assert!(body == expected_bytes(3_000_000));
+    let a = topo
+        .udp_request("203.0.113.10:53", "x")
+        .expect("udp over DR");
+    assert!(a.ends_with(":x"), "{a}");
+    assert_eq!(rst.packets(), 0, "client saw a RST");
+    assert_eq!(via_dir.packets(), 0, "DR replies went through the director");
+}
+
+#[test]
+fn dr_mh_is_consistent_per_client() {
+    let topo = Topology::new(3);
+    for i in 1..=3 {
+        topo.setup_dr_real_server(i, VIP);
+    }
+    topo.start_http_servers(80);
+    let _daemon = Daemon::start(&topo, &config(&topo, "dr", "mh", "seed = 7"));
+    let seen = spread(&topo, 10);
+    assert_eq!(
+        seen.len(),
+        1,
+        "mh hashes one client to one server: {seen:?}"
+    );
+}
+
+#[test]
+fn tun_through_user_space_tunnel_endpoints() {
+    let topo = Topology::new(3);
+    let _endpoints: Vec<Daemon> = (1..=3)
+        .map(|i| topo.start_tunnel_endpoint(i, &[VIP]))
+        .collect();
+    topo.start_http_servers(80);
+    topo.start_udp_echo(53);
+    let daemon = Daemon::start(&topo, &config(&topo, "tun", "rr", ""));
+    let seen = spread(&topo, 30);
+    assert_eq!(
+        (seen.get("rs1"), seen.get("rs2"), seen.get("rs3")),
+        (Some(&10), Some(&10), Some(&10)),
+        "{seen:?}\n{}",
+        daemon.log()
+    );
+    let a = topo
+        .udp_request("203.0.113.10:53", "y")
+        .expect("udp over TUN");
+    assert!(a.ends_with(":y"), "{a}");
+    // A download: the client only sends small segments, the real server
+    // answers directly.
+    let body = topo
+        .curl_bytes_from(
+            "cli",
+            "http://203.0.113.10/bytes?n=2000000",
+            Duration::from_secs(20),
+        )
+        .expect("download over TUN");
+    assert!(body == expected_bytes(2_000_000));
+}
