@@ -53,10 +53,10 @@ fn dr_round_robin_direct_return_udp_and_bulk() {
     // Replies must not pass through the director: count them there.
     let via_dir = topo.nft_counter("dir", "prerouting", "ip saddr 203.0.113.10");
     let daemon = Daemon::start(&topo, &config(&topo, "dr", "rr", ""));
-    let seen = spread(&topo, 30);
+    let seen = spread(&topo, 300);
     assert_eq!(
         (seen.get("rs1"), seen.get("rs2"), seen.get("rs3")),
-        (Some(&10), Some(&10), Some(&10)),
+        (Some(&100), Some(&100), Some(&100)),
         "{seen:?}\n{}",
         daemon.log()
     );
@@ -101,10 +101,10 @@ fn tun_through_user_space_tunnel_endpoints() {
     topo.start_http_servers(80);
     topo.start_udp_echo(53);
     let daemon = Daemon::start(&topo, &config(&topo, "tun", "rr", ""));
-    let seen = spread(&topo, 30);
+    let seen = spread(&topo, 300);
     assert_eq!(
         (seen.get("rs1"), seen.get("rs2"), seen.get("rs3")),
-        (Some(&10), Some(&10), Some(&10)),
+        (Some(&100), Some(&100), Some(&100)),
         "{seen:?}\n{}",
         daemon.log()
     );

@@ -70,10 +70,10 @@ fn nat_round_robin_tcp_udp_and_bulk() {
     let rst = topo.nft_counter("cli", "input", "tcp flags & rst == rst");
     let daemon = Daemon::start(&topo, &nat_config(&topo, "rr", [1, 1, 1], ""));
 
-    let seen = count(&topo, 30);
-    assert_eq!(seen.get("rs1"), Some(&10), "{seen:?}\n{}", daemon.log());
-    assert_eq!(seen.get("rs2"), Some(&10), "{seen:?}");
-    assert_eq!(seen.get("rs3"), Some(&10), "{seen:?}");
+    let seen = count(&topo, 300);
+    assert_eq!(seen.get("rs1"), Some(&100), "{seen:?}\n{}", daemon.log());
+    assert_eq!(seen.get("rs2"), Some(&100), "{seen:?}");
+    assert_eq!(seen.get("rs3"), Some(&100), "{seen:?}");
 
     // A bulk transfer (GSO super-frames on veth) arrives intact.
     let body = topo
@@ -106,19 +106,200 @@ fn nat_weighted_round_robin_is_exact() {
     );
 }
 
+/// Short close timeouts so a closed connection stops holding its
+/// persistence template within a second (IPVS keeps a template while it
+/// controls connections, TIME_WAIT ones included).
+const SHORT_CLOSE: &str = "[timeouts]\ntcp_time_wait = \"500ms\"\ntcp_close = \"500ms\"\ntcp_fin_wait = \"500ms\"\ntcp_close_wait = \"500ms\"\ntcp_last_ack = \"500ms\"\n";
+
+fn nat_config_with_timeouts(topo: &Topology, scheduler: &str, extra: &str) -> String {
+    let c = nat_config(topo, scheduler, [1, 1, 1], extra);
+    // [timeouts] must come before the first [[virtual_service]].
+    c.replacen(
+        "\n[[virtual_service]]",
+        &format!("\n{SHORT_CLOSE}\n[[virtual_service]]"),
+        1,
+    )
+}
+
+fn rvs_json(topo: &Topology, args: &[&str]) -> serde_json::Value {
+    let sock = topo.tmp_dir().join("control.sock");
+    let out = std::process::Command::new(common::rvs_binary())
+        .args(args)
+        .arg("--socket")
+        .arg(&sock)
+        .output()
+        .expect("run rvs client");
+    assert!(
+        out.status.success(),
+        "rvs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn slow_download(topo: &Topology) -> std::process::Child {
+    topo.spawn(
+        "cli",
+        &[
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "--limit-rate",
+            "20k",
+            "-o",
+            "/dev/null",
+            "http://203.0.113.10/bytes?n=50000000",
+        ],
+    )
+}
+
 #[test]
-fn nat_persistence_keeps_a_client_on_one_server() {
+fn nat_persistence_holds_then_expires() {
     let topo = Topology::with_gateway(3, Gateway::Director);
     topo.start_http_servers(8080);
-    let _daemon = Daemon::start(
+    let daemon = Daemon::start(
         &topo,
-        &nat_config(
-            &topo,
-            "rr",
-            [1, 1, 1],
-            "persistence = { timeout = \"30s\" }",
-        ),
+        &nat_config_with_timeouts(&topo, "rr", "persistence = { timeout = \"2s\" }"),
     );
     let seen = count(&topo, 12);
     assert_eq!(seen.len(), 1, "persistent client spread over {seen:?}");
+    let first = seen.keys().next().cloned().unwrap_or_default();
+    let conns = rvs_json(&topo, &["conns", "--json"]);
+    let templates: Vec<_> = conns["connections"]
+        .as_array()
+        .expect("connections")
+        .iter()
+        .filter(|c| c["template"] == true)
+        .collect();
+    assert_eq!(templates.len(), 1, "one template: {conns}");
+    assert_eq!(templates[0]["client"], "198.51.100.2:0");
+    // Connections end (500 ms close timeouts), then the 2 s template
+    // expires: the next connection is scheduled anew, and rr moves on.
+    std::thread::sleep(Duration::from_millis(3500));
+    let after = count(&topo, 1);
+    assert!(
+        !after.contains_key(&first),
+        "still on {first} after expiry: {after:?}\n{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn nat_wlc_held_connections_follow_weights() {
+    let topo = Topology::with_gateway(3, Gateway::Director);
+    topo.start_http_servers(8080);
+    let daemon = Daemon::start(&topo, &nat_config(&topo, "wlc", [1, 2, 3], ""));
+    let _held: Vec<_> = (0..12)
+        .map(|_| {
+            let c = slow_download(&topo);
+            std::thread::sleep(Duration::from_millis(150));
+            c
+        })
+        .collect();
+    let active = common::wait_until(Duration::from_secs(10), || {
+        let v = rvs_json(&topo, &["services", "--json"]);
+        let a: Vec<u64> = v["services"][0]["real_servers"]
+            .as_array()?
+            .iter()
+            .map(|r| r["active"].as_u64().unwrap_or(0))
+            .collect();
+        (a.iter().sum::<u64>() == 12).then_some(a)
+    })
+    .unwrap_or_else(|| panic!("12 active connections never showed\n{}", daemon.log()));
+    for (got, want) in active.iter().zip([2u64, 4, 6]) {
+        assert!(got.abs_diff(want) <= 1, "active {active:?}, want 2/4/6 ±1");
+    }
+}
+
+#[test]
+fn nat_long_flow_keeps_its_server_while_others_come_and_go() {
+    let topo = Topology::with_gateway(3, Gateway::Director);
+    topo.start_http_servers(8080);
+    let _daemon = Daemon::start(&topo, &nat_config(&topo, "rr", [1, 1, 1], ""));
+    let mut long = slow_download(&topo);
+    let long_entry = || {
+        common::wait_until(Duration::from_secs(5), || {
+            let v = rvs_json(&topo, &["conns", "--json"]);
+            v["connections"]
+                .as_array()?
+                .iter()
+                .find(|c| c["state"] == "ESTABLISHED" && c["template"] == false)
+                .map(|c| (c["client"].clone(), c["real_server"].clone()))
+        })
+        .expect("the long flow is in the table")
+    };
+    let before = long_entry();
+    let seen = count(&topo, 30);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(long_entry(), before, "the long flow moved");
+    let _ = long.kill();
+    let _ = long.wait();
+}
+
+const GARBAGE: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+dst = bytes.fromhex(sys.argv[1].replace(":", ""))
+src = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    t = sum(struct.unpack("!%dH" % (len(b)//2), b))
+    while t >> 16: t = (t & 0xffff) + (t >> 16)
+    return ~t & 0xffff
+def ip(payload, flags=0, ihl=5, fix=True, total=None):
+    h = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, total or 20 + len(payload), 1, flags, 64, 6, 0,
+        socket.inet_aton("198.51.100.9"), socket.inet_aton("203.0.113.10"))
+    c = csum(h) if fix else 0x1234
+    return h[:10] + struct.pack("!H", c) + h[12:] + payload
+def tcp(fl):
+    return struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, fl, 1000, 0, 0)
+frames = [
+    ip(tcp(0x02))[:15],
+    ip(tcp(0x02), ihl=3),
+    ip(tcp(0x02), total=400),
+    ip(tcp(0x02), fix=False),
+    ip(tcp(0x02), flags=0x2000),
+    ip(tcp(0x03)),
+    ip(tcp(0x10)),
+]
+for f in frames:
+    for _ in range(5):
+        s.send(dst + src + b"\x08\x00" + f)
+s.send(dst + src + b"\x86\xdd" + b"\x60" + b"\0" * 39)
+"#;
+
+#[test]
+fn nat_port_not_in_table_is_not_answered_and_garbage_is_counted() {
+    let topo = Topology::with_gateway(3, Gateway::Director);
+    topo.start_http_servers(8080);
+    let daemon = Daemon::start(&topo, &nat_config(&topo, "rr", [1, 1, 1], ""));
+    let rst = topo.nft_counter("cli", "input", "tcp flags & rst == rst");
+    assert!(topo
+        .curl("http://203.0.113.10:81/", Duration::from_secs(1))
+        .is_err());
+    assert_eq!(rst.packets(), 0, "someone answered port 81 with a RST");
+    // Broken frames to the VIP from a host on the LAN, straight to the
+    // director's MAC: truncated, bad IHL, bad total length, bad checksum,
+    // fragment, SYN+FIN, ACK of an unknown flow (5 each), and IPv6.
+    let dir_mac = topo.exec_ok("dir", &["cat", "/sys/class/net/eth0/address"]);
+    topo.exec_ok("rs1", &["python3", "-c", GARBAGE, dir_mac.trim()]);
+    let drops = common::wait_until(Duration::from_secs(5), || {
+        let d = rvs_json(&topo, &["services", "--json"])["drops"].clone();
+        let n = |k: &str| d[k].as_u64().unwrap_or(0);
+        (n("malformed") >= 15
+            && n("bad_checksum") >= 5
+            && n("fragment") >= 5
+            && n("bad_tcp_flags") >= 5
+            && n("no_connection") >= 5)
+            .then_some(d)
+    });
+    assert!(
+        drops.is_some(),
+        "drops not counted: {}\n{}",
+        rvs_json(&topo, &["services", "--json"])["drops"],
+        daemon.log()
+    );
+    assert_eq!(count(&topo, 3).len(), 3, "still forwarding");
 }

@@ -23,7 +23,8 @@ use crate::core::config::{Config, ConnPolicy, Protocol};
 use crate::core::conntrack::RealId;
 use crate::core::service::{RealKey, RuntimeState, ServiceKey};
 use crate::core::Director;
-use crate::datapath::{nft, system, worker::Datapath};
+use crate::datapath::worker::{Datapath, FilterHandle};
+use crate::datapath::{nft, system};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -59,6 +60,7 @@ struct State {
     config: Arc<Config>,
     runtime: RuntimeState,
     director: Arc<Director>,
+    filter: FilterHandle,
     health: HealthManager,
     reloads: ReloadCounts,
     transitions: u64,
@@ -96,7 +98,11 @@ impl State {
         let host = system::host_view().map_err(|e| format!("cannot read interfaces: {e}"))?;
         self.director
             .set_config(self.config.clone(), Arc::new(host), &self.runtime);
-        nft::apply(&self.director.snapshot()).map_err(|e| e.to_string())
+        let snap = self.director.snapshot();
+        self.filter
+            .update(&snap)
+            .map_err(|e| format!("updating socket filters: {e}"))?;
+        nft::apply(&snap).map_err(|e| e.to_string())
     }
 
     fn reload(&mut self) -> Result<(), Vec<String>> {
@@ -542,6 +548,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             config: cfg.clone(),
             runtime,
             director: director.clone(),
+            filter: datapath.filter_handle(),
             health,
             reloads: ReloadCounts::default(),
             transitions: 0,

@@ -355,6 +355,10 @@ impl Director {
                 Verdict::Pass
             }
         };
+        if bytes.len() < IPV4_LEN {
+            // Too short to say whom it is for: malformed whoever it was for.
+            return Verdict::Drop(DropReason::Malformed);
+        }
         let Ok(ip) = Ipv4Packet::new_checked(bytes) else {
             return ours(DropReason::Malformed);
         };

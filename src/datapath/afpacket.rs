@@ -18,7 +18,6 @@ const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_FANOUT_HASH: u32 = 0;
-const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
 /// `struct virtio_net_hdr` (no num_buffers): flags, gso_type, hdr_len,
 /// gso_size, csum_start, csum_offset.
 pub const VNET_HDR_LEN: usize = 10;
@@ -112,10 +111,10 @@ impl PacketSocket {
         let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap_or(0);
         // SAFETY: sll is a valid sockaddr_ll of `len` bytes.
         cvt(unsafe { libc::bind(raw, (&sll as *const libc::sockaddr_ll).cast(), len) })?;
-        // Flow hash fanout keeps a flow's packets on one worker (in order);
-        // DEFRAG makes fragments of one datagram hash alike.
-        let fanout: u32 =
-            u32::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+        // Flow hash fanout keeps a flow's packets on one worker (in order).
+        // Not FLAG_DEFRAG: the kernel's defragmenter would swallow broken
+        // headers before rvs could count them, and rvs drops fragments.
+        let fanout: u32 = u32::from(group) | (PACKET_FANOUT_HASH << 16);
         setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &fanout)?;
         Ok(PacketSocket { fd, ifindex })
     }

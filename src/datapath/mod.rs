@@ -6,6 +6,7 @@
 //! core decides, this layer moves bytes and resolves next hops.
 
 pub mod afpacket;
+pub mod bpf;
 pub mod neigh;
 pub mod nft;
 pub mod system;

@@ -18,6 +18,7 @@ use crate::core::service::Snapshot;
 use crate::datapath::afpacket::{
     emit_vnet, parse_vnet, send_frames, Batch, PacketSocket, TxDesc, VNET_HDR_LEN,
 };
+use crate::datapath::bpf;
 use crate::datapath::neigh::{self, Neighbours, Pending};
 use crate::datapath::system;
 use crate::wire::ethernet::EthernetFrame;
@@ -36,6 +37,8 @@ pub struct Datapath {
     pub neighbours: Arc<Neighbours>,
     /// Last time (ms since start) each worker finished a loop: liveness.
     pub heartbeats: Arc<Vec<AtomicU64>>,
+    /// Every worker socket, for filter updates from the control plane.
+    fds: Vec<std::os::fd::RawFd>,
 }
 
 impl Datapath {
@@ -53,12 +56,17 @@ impl Datapath {
             Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
         let group = u16::try_from(std::process::id() & 0xffff).unwrap_or(1);
         let mut threads = Vec::new();
+        let mut fds = Vec::new();
+        let prog = bpf::for_snapshot(&director.snapshot());
         let t0 = Instant::now();
         for w in 0..workers {
             let mut sockets = Vec::new();
             for (k, &ifi) in ifindexes.iter().enumerate() {
                 let g = group.wrapping_add(u16::try_from(k).unwrap_or(0));
-                sockets.push(PacketSocket::open(ifi, g, 8 << 20)?);
+                let s = PacketSocket::open(ifi, g, 8 << 20)?;
+                bpf::attach(s.fd(), &prog)?;
+                fds.push(s.fd());
+                sockets.push(s);
             }
             let mut worker = Worker {
                 director: director.clone(),
@@ -103,7 +111,16 @@ impl Datapath {
             threads,
             neighbours,
             heartbeats,
+            fds,
         })
+    }
+
+    /// A handle the control plane uses to keep the socket filters in step
+    /// with the table.
+    pub fn filter_handle(&self) -> FilterHandle {
+        FilterHandle {
+            fds: self.fds.clone(),
+        }
     }
 
     pub fn stop(self) {
@@ -111,6 +128,24 @@ impl Datapath {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// The worker sockets' descriptors, valid while the [`Datapath`] runs.
+#[derive(Debug, Clone)]
+pub struct FilterHandle {
+    fds: Vec<std::os::fd::RawFd>,
+}
+
+impl FilterHandle {
+    /// Replaces the socket filters after the table changed (new VIPs or
+    /// NAT real servers).
+    pub fn update(&self, snap: &Snapshot) -> io::Result<()> {
+        let prog = bpf::for_snapshot(snap);
+        for &fd in &self.fds {
+            bpf::attach(fd, &prog)?;
+        }
+        Ok(())
     }
 }
 

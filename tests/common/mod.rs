@@ -336,6 +336,14 @@ impl Topology {
             ],
         );
         self.ip_in("sw", &["link", "set", "br0", "up"]);
+        // A plain switch: with br_netfilter in the kernel, bridged IPv4 would
+        // be validated (and broken headers dropped) before reaching a host.
+        for key in ["bridge-nf-call-iptables", "bridge-nf-call-arptables"] {
+            let path = format!("net.bridge.{key}");
+            if std::path::Path::new(&format!("/proc/sys/net/bridge/{key}")).exists() {
+                self.sysctl("sw", &path, "0");
+            }
+        }
 
         // Client ⇄ router, a point-to-point veth pair.
         let rtr = self.ns("rtr").to_string();
