@@ -97,6 +97,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Prepare (or undo) a real server for VS/DR or VS/TUN, idempotently.
+    Realserver {
+        #[command(subcommand)]
+        action: RealserverAction,
+    },
     /// Real-server side of VS/TUN without the kernel `ipip` module: IP-in-IP
     /// from a raw socket into a TUN device that owns the VIPs.
     TunnelEndpoint {
@@ -105,6 +110,59 @@ enum Command {
         #[arg(long, value_name = "NAME", default_value = tunnel_endpoint::DEFAULT_DEVICE)]
         device: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Dr,
+    Tun,
+}
+
+#[derive(Debug, Args)]
+struct RealserverArgs {
+    #[arg(long, value_enum)]
+    mode: ModeArg,
+    #[arg(long)]
+    vip: Ipv4Addr,
+    /// The interface facing the director (for arp_ignore/arp_announce).
+    #[arg(long, default_value = "eth0")]
+    interface: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum RealserverAction {
+    /// VIP on lo (DR) or tunl0 (TUN), ARP and rp_filter sysctls.
+    Setup(RealserverArgs),
+    /// Remove the VIP again.
+    Teardown(RealserverArgs),
+}
+
+fn realserver(action: RealserverAction) -> ExitCode {
+    use rvs::datapath::realserver::{self, Mode};
+    let mode = |m: ModeArg| match m {
+        ModeArg::Dr => Mode::Dr,
+        ModeArg::Tun => Mode::Tun,
+    };
+    let result = match &action {
+        RealserverAction::Setup(a) => realserver::setup(mode(a.mode), a.vip, &a.interface),
+        RealserverAction::Teardown(a) => realserver::teardown(mode(a.mode), a.vip),
+    };
+    match result {
+        Ok(changes) if changes.is_empty() => {
+            println!("nothing to change");
+            ExitCode::SUCCESS
+        }
+        Ok(changes) => {
+            for c in changes {
+                println!("{c}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rvs: realserver: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging() {
@@ -238,6 +296,7 @@ fn main() -> ExitCode {
             real,
         } => client(&c, Request::Drain { service, real }, |_| Ok(())),
         Command::Zero { client: c } => client(&c, Request::Zero, |_| Ok(())),
+        Command::Realserver { action } => realserver(action),
         Command::TunnelEndpoint { vips, device } => {
             match tunnel_endpoint::run(&TunnelEndpointOptions { vips, device }) {
                 Ok(()) => ExitCode::SUCCESS,

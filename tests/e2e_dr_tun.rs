@@ -44,8 +44,26 @@ fn spread(topo: &Topology, n: usize) -> HashMap<String, usize> {
 #[test]
 fn dr_round_robin_direct_return_udp_and_bulk() {
     let topo = Topology::new(3);
+    // Prepared the way an operator would: `rvs realserver setup`, twice to
+    // show it is idempotent.
+    let rvs = common::rvs_binary();
+    let rvs = rvs.to_str().expect("utf-8 path");
+    let setup = [
+        "realserver",
+        "setup",
+        "--mode",
+        "dr",
+        "--vip",
+        "203.0.113.10",
+    ];
     for i in 1..=3 {
-        topo.setup_dr_real_server(i, VIP);
+        let rs = topo.rs(i);
+        let mut args = vec![rvs];
+        args.extend(setup);
+        let first = topo.exec_ok(&rs, &args);
+        assert!(first.contains("added 203.0.113.10/32 to lo"), "{first}");
+        assert!(first.contains("arp_ignore = 1"), "{first}");
+        assert_eq!(topo.exec_ok(&rs, &args).trim(), "nothing to change");
     }
     topo.start_http_servers(80);
     topo.start_udp_echo(53);

@@ -9,6 +9,7 @@ pub mod afpacket;
 pub mod bpf;
 pub mod neigh;
 pub mod nft;
+pub mod realserver;
 pub mod system;
 pub mod tunnel_endpoint;
 pub mod worker;
