@@ -554,10 +554,7 @@ mod tests {
     fn up_needs_fall_consecutive_failures() {
         let mut t = Tracker::new(2, 3, Health::Up);
         // Interrupted runs do not count.
-        assert_eq!(
-            feed(&mut t, &[false, false, true, false, false]),
-            [None; 5]
-        );
+        assert_eq!(feed(&mut t, &[false, false, true, false, false]), [None; 5]);
         assert_eq!(t.health(), Health::Up);
         assert_eq!(feed(&mut t, &[false]), [Some(Health::Down)]);
     }
@@ -607,17 +604,38 @@ mod tests {
             parse_status_line(b"HTTP/1.0 503 Service Unavailable\r\nServer: x\r\n\r\n"),
             StatusLine::Status(503)
         );
-        assert_eq!(parse_status_line(b"HTTP/1.1 204\r\n"), StatusLine::Status(204));
-        assert_eq!(parse_status_line(b"HTTP/1.1 404 Not Found\n"), StatusLine::Status(404));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 204\r\n"),
+            StatusLine::Status(204)
+        );
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 404 Not Found\n"),
+            StatusLine::Status(404)
+        );
         assert_eq!(parse_status_line(b""), StatusLine::Incomplete);
         assert_eq!(parse_status_line(b"HTT"), StatusLine::Incomplete);
         assert_eq!(parse_status_line(b"HTTP/1.1 200 O"), StatusLine::Incomplete);
-        assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH\r\n"), StatusLine::Invalid);
-        assert_eq!(parse_status_line(b"HTTP/1.1 20 OK\r\n"), StatusLine::Invalid);
-        assert_eq!(parse_status_line(b"HTTP/1.1 2000 OK\r\n"), StatusLine::Invalid);
-        assert_eq!(parse_status_line(b"HTTP/1.1 abc OK\r\n"), StatusLine::Invalid);
+        assert_eq!(
+            parse_status_line(b"SSH-2.0-OpenSSH\r\n"),
+            StatusLine::Invalid
+        );
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 20 OK\r\n"),
+            StatusLine::Invalid
+        );
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 2000 OK\r\n"),
+            StatusLine::Invalid
+        );
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 abc OK\r\n"),
+            StatusLine::Invalid
+        );
         assert_eq!(parse_status_line(b"HTTP/x 200 OK\r\n"), StatusLine::Invalid);
-        assert_eq!(parse_status_line(b"HTTP/1.1 999 OK\r\n"), StatusLine::Invalid);
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 999 OK\r\n"),
+            StatusLine::Invalid
+        );
     }
 
     #[test]
