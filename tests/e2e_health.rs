@@ -169,8 +169,8 @@ fn requests(topo: &Topology, port: u16, n: usize) -> HashMap<String, usize> {
 }
 
 /// A python HTTP server on real server `i`:8080 that answers every GET with
-/// 503.
-fn start_503_server(topo: &Topology, i: usize) {
+/// 503. The caller reaps it (the topology also kills it on Drop).
+fn start_503_server(topo: &Topology, i: usize) -> std::process::Child {
     let script = topo.write_file(
         "http_503.py",
         r#"
@@ -194,13 +194,13 @@ s.serve_forever()
     );
     let script = script.to_string_lossy().into_owned();
     let rs = topo.rs(i);
-    // The topology kills it on Drop.
-    let _child = topo.spawn(&rs, &["python3", "-u", &script, "8080"]);
+    let child = topo.spawn(&rs, &["python3", "-u", &script, "8080"]);
     let listening = wait_until(common::READY_TIMEOUT, || {
         let out = topo.exec(&rs, &["ss", "-Htln", "sport", "= :8080"]);
         (!String::from_utf8_lossy(&out.stdout).trim().is_empty()).then_some(())
     });
     assert!(listening.is_some(), "503 server on {rs} did not start");
+    child
 }
 
 #[test]
@@ -255,7 +255,7 @@ fn http_503_is_down_for_http_check_and_up_for_tcp_check() {
     let topo = Topology::with_gateway(3, Gateway::Director);
     topo.start_http_server(1, 8080);
     topo.start_http_server(2, 8080);
-    start_503_server(&topo, 3);
+    let mut server_503 = start_503_server(&topo, 3);
     topo.add_vip_on_director(common::VIP);
     let daemon = Daemon::start(
         &topo,
@@ -288,6 +288,8 @@ fn http_503_is_down_for_http_check_and_up_for_tcp_check() {
     );
     let log = daemon.log();
     assert!(log.contains("status 503"), "reason in the log:\n{log}");
+    let _ = server_503.kill();
+    let _ = server_503.wait();
 }
 
 #[test]

@@ -644,4 +644,248 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_millis(150)), "150ms");
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
     }
+
+    fn target(addr: SocketAddrV4) -> Target {
+        Target {
+            addr,
+            real: addr,
+            service_name: "web".into(),
+        }
+    }
+
+    fn check(kind: CheckKind, timeout_ms: u64) -> HealthCheck {
+        HealthCheck {
+            kind,
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_millis(timeout_ms),
+            rise: 1,
+            fall: 1,
+            address: None,
+            port: None,
+        }
+    }
+
+    fn http(status: u16, body: Option<&str>) -> CheckKind {
+        CheckKind::Http {
+            path: "/health".into(),
+            host: Some("example.test".into()),
+            status,
+            body: body.map(str::to_owned),
+        }
+    }
+
+    fn local(l: &tokio::net::TcpListener) -> SocketAddrV4 {
+        match l.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("{other}"),
+        }
+    }
+
+    /// A one-request-per-connection HTTP server answering `answer`.
+    async fn serve(answer: &'static str) -> SocketAddrV4 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = local(&l);
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while find(&got, b"\r\n\r\n").is_none() {
+                        let n = s.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    let req = String::from_utf8_lossy(&got);
+                    assert!(req.starts_with("GET /health HTTP/1.1\r\n"), "{req}");
+                    assert!(req.contains("\r\nHost: example.test\r\n"), "{req}");
+                    assert!(req.contains("\r\nConnection: close\r\n"), "{req}");
+                    let _ = s.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http_probe_status_and_body() {
+        let ok = serve("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nhealthy").await;
+        let bad = serve("HTTP/1.0 503 Service Unavailable\r\n\r\n").await;
+        assert_eq!(
+            probe(&target(ok), &check(http(200, None), 500)).await,
+            Ok("status 200".into())
+        );
+        assert_eq!(
+            probe(&target(ok), &check(http(200, Some("healthy")), 500)).await,
+            Ok("status 200".into())
+        );
+        assert!(probe(&target(ok), &check(http(200, Some("sick")), 500))
+            .await
+            .unwrap_err()
+            .contains("body does not contain"));
+        assert_eq!(
+            probe(&target(bad), &check(http(200, None), 500)).await,
+            Err("status 503".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn hanging_check_times_out_without_delaying_others() {
+        // Accepts, never answers.
+        let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hang_addr = local(&hang);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                held.push(hang.accept().await.unwrap());
+            }
+        });
+        let ok = serve("HTTP/1.1 200 OK\r\n\r\n").await;
+        let start = std::time::Instant::now();
+        let slow = tokio::spawn(async move {
+            let r = probe(&target(hang_addr), &check(http(200, None), 300)).await;
+            (r, start.elapsed())
+        });
+        let fast = probe(&target(ok), &check(http(200, None), 300)).await;
+        let fast_took = start.elapsed();
+        assert_eq!(fast, Ok("status 200".into()));
+        assert!(fast_took < Duration::from_millis(200), "{fast_took:?}");
+        let (r, took) = slow.await.unwrap();
+        assert_eq!(r, Err("timeout after 300ms".into()));
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_refused_and_ok() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = local(&l);
+        assert_eq!(
+            probe(&target(addr), &check(CheckKind::Tcp, 500)).await,
+            Ok("connect ok".into())
+        );
+        drop(l);
+        assert_eq!(
+            probe(&target(addr), &check(CheckKind::Tcp, 500)).await,
+            Err("connection refused".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn udp_probe_answer_and_refusal() {
+        let srv = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = match srv.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("{other}"),
+        };
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            loop {
+                let (n, from) = srv.recv_from(&mut buf).await.unwrap();
+                let mut answer = b"pong:".to_vec();
+                answer.extend_from_slice(&buf[..n]);
+                let _ = srv.send_to(&answer, from).await;
+            }
+        });
+        let udp = |expect: Option<&str>| CheckKind::Udp {
+            payload: b"ping".to_vec(),
+            expect: expect.map(|e| e.as_bytes().to_vec()),
+        };
+        assert!(probe(&target(addr), &check(udp(None), 500)).await.is_ok());
+        assert!(probe(&target(addr), &check(udp(Some("pong:ping")), 500))
+            .await
+            .is_ok());
+        assert!(probe(&target(addr), &check(udp(Some("nope")), 500))
+            .await
+            .is_err());
+        // Nobody on this port: ICMP port unreachable → refused.
+        let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let free_addr = match free.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("{other}"),
+        };
+        drop(free);
+        assert_eq!(
+            probe(&target(free_addr), &check(udp(None), 500)).await,
+            Err("connection refused".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_probe_exit_env_and_timeout() {
+        let t = Target {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            real: "192.0.2.11:8080".parse().unwrap(),
+            service_name: "web".into(),
+        };
+        let exec = |c: &str| CheckKind::Exec { command: c.into() };
+        assert_eq!(
+            probe(&t, &check(exec("exit 0"), 1000)).await,
+            Ok("exit status 0".into())
+        );
+        assert_eq!(
+            probe(&t, &check(exec("exit 1"), 1000)).await,
+            Err("exit status 1".into())
+        );
+        let env = r#"test "$RVS_REAL_SERVER_ADDRESS:$RVS_REAL_SERVER_PORT/$RVS_VIRTUAL_SERVICE" = "192.0.2.11:8080/web""#;
+        assert!(probe(&t, &check(exec(env), 1000)).await.is_ok());
+        let start = std::time::Instant::now();
+        assert_eq!(
+            probe(&t, &check(exec("sleep 30; exit 0"), 200)).await,
+            Err("timeout after 200ms".into())
+        );
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn sync_keeps_unchanged_and_restarts_changed_checks() {
+        let ok = serve("HTTP/1.1 200 OK\r\n\r\n").await;
+        let cfg = |interval: &str| {
+            let text = format!(
+                r#"
+[daemon]
+interfaces = ["eth0"]
+[[virtual_service]]
+name = "web"
+protocol = "tcp"
+address = "203.0.113.10:80"
+health_check = {{ type = "http", path = "/health", host = "example.test", interval = "{interval}", timeout = "100ms", rise = 1, fall = 1 }}
+[[virtual_service.real_server]]
+address = "{ok}"
+"#
+            );
+            crate::control::config::parse(&text, std::path::Path::new("t.toml"), None)
+                .unwrap_or_else(|d| panic!("{d:?}"))
+                .0
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut m = HealthManager::new(tx);
+        let a = cfg("200ms");
+        m.sync(&a);
+        let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((ev.health, ev.reason.as_str()), (Health::Up, "status 200"));
+        m.record(&ev);
+        let key = ev.real;
+        let id = m.running[&key].task.id();
+        m.sync(&a);
+        assert_eq!(m.running[&key].task.id(), id, "unchanged check kept");
+        m.sync(&cfg("300ms"));
+        assert_ne!(m.running[&key].task.id(), id, "changed check restarted");
+        assert_eq!(m.state(&key), Health::Up, "state kept across the change");
+        // Removed: stopped, and the server is released.
+        m.sync(&Config::default());
+        assert!(m.running.is_empty());
+        let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.health, Health::Unknown);
+    }
 }
