@@ -907,3 +907,224 @@ fn arp_table() {
         )],
     );
 }
+
+// ---- states, counts, expiry ---------------------------------------------------
+
+fn secs(t0: Instant, n: u64) -> Instant {
+    t0 + Duration::from_secs(n)
+}
+
+fn is_tx(v: Verdict) -> bool {
+    matches!(v, Verdict::Transmit(_))
+}
+
+fn state_of(d: &Director, now: Instant, client: SocketAddrV4) -> Option<&'static str> {
+    d.connections(now)
+        .into_iter()
+        .find(|c| !c.template && c.client == client)
+        .map(|c| c.state)
+}
+
+#[test]
+fn nat_handshake_close_and_expiry_move_counts() {
+    let t0 = Instant::now();
+    let d = director(base_config(), t0);
+    let client = sa(CLIENT, 44000);
+    let vip = sa(VIP_NAT, 80);
+    let rip = sa(RIP_NAT, 8080);
+    assert_eq!(d.poll_timeout(), None);
+
+    assert!(is_tx(verdict(&d, t0, &syn(client, vip))));
+    assert_eq!(state_of(&d, t0, client), Some("SYN_RECV"));
+    assert_eq!(counts(&d, rip), (0, 1));
+    assert!(d.poll_timeout().is_some());
+    assert!(is_tx(verdict(&d, t0, &r_tcp(rip, client, tf::SYN | tf::ACK, 5000, 1001))));
+    assert!(is_tx(verdict(&d, t0, &ack(client, vip))));
+    assert_eq!(state_of(&d, t0, client), Some("ESTABLISHED"));
+    assert_eq!(counts(&d, rip), (1, 0));
+    let info = d.connections(t0);
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].expires_in, Duration::from_secs(15 * 60));
+    assert_eq!((info[0].vaddr, info[0].raddr), (vip, rip));
+
+    // Client closes: inactive from the first FIN.
+    let t1 = secs(t0, 10);
+    assert!(is_tx(verdict(&d, t1, &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]))));
+    assert_eq!(state_of(&d, t1, client), Some("CLOSE_WAIT"));
+    assert_eq!(counts(&d, rip), (0, 1));
+    assert!(is_tx(verdict(&d, t1, &r_tcp(rip, client, tf::FIN | tf::ACK, 5001, 1002))));
+    assert_eq!(state_of(&d, t1, client), Some("TIME_WAIT"));
+    assert!(is_tx(verdict(&d, t1, &c_tcp(client, vip, tf::ACK, 1002, 5002, &[]))));
+    assert_eq!(state_of(&d, t1, client), Some("TIME_WAIT"));
+
+    // TIME_WAIT lasts 2 min.
+    sweep(&d, secs(t0, 10 + 119));
+    assert_eq!(d.entries(), 1);
+    sweep(&d, secs(t0, 10 + 120));
+    assert_eq!(d.entries(), 0);
+    assert_eq!(counts(&d, rip), (0, 0));
+    assert!(d.connections(secs(t0, 130)).is_empty());
+    assert_eq!(d.poll_timeout(), None);
+}
+
+#[test]
+fn per_state_timeouts_expire_entries() {
+    let t0 = Instant::now();
+    let d = director(base_config(), t0);
+    let vip = sa(VIP_DR, 80);
+    let rip = sa(RIP_DR, 80);
+    // SYN_RECV: 60 s.
+    let half = sa(CLIENT, 44100);
+    verdict(&d, t0, &syn(half, vip));
+    // ESTABLISHED (input-only table: SYN then ACK): 15 min.
+    let est = sa(CLIENT, 44101);
+    verdict(&d, t0, &syn(est, vip));
+    verdict(&d, t0, &ack(est, vip));
+    assert_eq!(state_of(&d, t0, est), Some("ESTABLISHED"));
+    // UDP: 5 min.
+    let u = sa(CLIENT, 44102);
+    verdict(&d, t0, &eth(IF_MAC, CLIENT_MAC, 0x0800, &udp_ip(u, sa(VIP_NAT, 53), b"q", true)));
+    assert_eq!(state_of(&d, t0, u), Some("UDP"));
+    assert_eq!(counts(&d, rip), (1, 1));
+    assert_eq!(d.entries(), 3);
+
+    sweep(&d, secs(t0, 59));
+    assert_eq!(d.entries(), 3);
+    sweep(&d, secs(t0, 60));
+    assert_eq!(d.entries(), 2);
+    assert_eq!(counts(&d, rip), (1, 0));
+    sweep(&d, secs(t0, 300));
+    assert_eq!(d.entries(), 1);
+    assert_eq!(counts(&d, sa(RIP_NAT, 5353)), (0, 0));
+    // A packet refreshes the timer.
+    assert!(is_tx(verdict(&d, secs(t0, 800), &ack(est, vip))));
+    sweep(&d, secs(t0, 900));
+    assert_eq!(d.entries(), 1);
+    sweep(&d, secs(t0, 800 + 900));
+    assert_eq!(d.entries(), 0);
+    assert_eq!(counts(&d, rip), (0, 0));
+    // An expired flow is no flow, even before a sweep.
+    let late = sa(CLIENT, 44103);
+    verdict(&d, t0, &syn(late, vip));
+    assert_eq!(verdict(&d, secs(t0, 61), &ack(late, vip)), Verdict::Drop(DropReason::NoConnection));
+    assert_eq!(d.entries(), 0);
+}
+
+fn two_real_config(vip: SocketAddrV4, a: SocketAddrV4, b: SocketAddrV4, method: Method) -> Config {
+    let mut c = base_config();
+    c.services.push(service(
+        Protocol::Tcp,
+        vip,
+        SchedulerKind::Rr,
+        vec![real(a, 1, method), real(b, 1, method)],
+    ));
+    c
+}
+
+fn raddr_of(d: &Director, now: Instant, client: SocketAddrV4) -> SocketAddrV4 {
+    d.connections(now)
+        .into_iter()
+        .find(|c| !c.template && c.client == client)
+        .map(|c| c.raddr)
+        .expect("no entry")
+}
+
+#[test]
+fn syn_in_time_wait_reuses_the_tuple_and_reschedules() {
+    let t0 = Instant::now();
+    let vip = sa(Ipv4Addr::new(203, 0, 113, 60), 80);
+    let (a, b) = (sa(Ipv4Addr::new(192, 0, 2, 61), 8080), sa(Ipv4Addr::new(192, 0, 2, 62), 8080));
+    let d = director(two_real_config(vip, a, b, Method::Nat), t0);
+    let client = sa(CLIENT, 45000);
+    verdict(&d, t0, &syn(client, vip));
+    let first = raddr_of(&d, t0, client);
+    assert!(is_tx(verdict(&d, t0, &r_tcp(first, client, tf::SYN | tf::ACK, 5000, 1001))));
+    verdict(&d, t0, &ack(client, vip));
+    verdict(&d, t0, &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]));
+    assert!(is_tx(verdict(&d, t0, &r_tcp(first, client, tf::FIN | tf::ACK, 5001, 1002))));
+    assert_eq!(state_of(&d, t0, client), Some("TIME_WAIT"));
+    assert_eq!(counts(&d, first), (0, 1));
+
+    let t1 = secs(t0, 5);
+    let v = verdict(&d, t1, &syn(client, vip));
+    assert!(is_tx(v));
+    assert_eq!(state_of(&d, t1, client), Some("SYN_RECV"));
+    assert_eq!(d.entries(), 1);
+    let second = raddr_of(&d, t1, client);
+    assert_ne!(first, second, "rr picks the other server for the new connection");
+    assert_eq!(counts(&d, first), (0, 0));
+    assert_eq!(counts(&d, second), (0, 1));
+    // The old server's late reply no longer matches.
+    assert_eq!(
+        verdict(&d, t1, &r_tcp(first, client, tf::ACK, 5002, 1002)),
+        Verdict::Drop(DropReason::NoConnection)
+    );
+    // A retransmitted SYN in SYN_RECV is the same connection.
+    verdict(&d, t1, &syn(client, vip));
+    assert_eq!(raddr_of(&d, t1, client), second);
+    assert_eq!(d.entries(), 1);
+}
+
+#[test]
+fn input_only_close_is_fin_wait_and_reusable() {
+    let t0 = Instant::now();
+    let vip = sa(Ipv4Addr::new(203, 0, 113, 60), 80);
+    let (a, b) = (sa(Ipv4Addr::new(192, 0, 2, 61), 80), sa(Ipv4Addr::new(192, 0, 2, 62), 80));
+    let d = director(two_real_config(vip, a, b, Method::Dr), t0);
+    let client = sa(CLIENT, 45001);
+    verdict(&d, t0, &syn(client, vip));
+    verdict(&d, t0, &ack(client, vip));
+    let first = raddr_of(&d, t0, client);
+    verdict(&d, t0, &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]));
+    verdict(&d, t0, &c_tcp(client, vip, tf::ACK, 1002, 5002, &[]));
+    assert_eq!(state_of(&d, t0, client), Some("FIN_WAIT"));
+    assert_eq!(counts(&d, first), (0, 1));
+    verdict(&d, t0, &syn(client, vip));
+    assert_ne!(raddr_of(&d, t0, client), first);
+    assert_eq!(d.entries(), 1);
+}
+
+#[test]
+fn max_connections_caps_the_table() {
+    let t0 = Instant::now();
+    let mut c = base_config();
+    c.daemon.max_connections = 2;
+    let d = director(c, t0);
+    let vip = sa(VIP_DR, 80);
+    for p in [46000, 46001] {
+        verdict(&d, t0, &syn(sa(CLIENT, p), vip));
+        verdict(&d, t0, &ack(sa(CLIENT, p), vip));
+    }
+    assert_eq!(d.entries(), 2);
+    let v = verdict(&d, t0, &syn(sa(CLIENT, 46002), vip));
+    assert_eq!(v, Verdict::Drop(DropReason::TableFull));
+    assert_eq!(d.drops().get(DropReason::TableFull), 1);
+    assert_eq!(d.entries(), 2);
+    // Existing flows continue.
+    assert!(is_tx(verdict(&d, t0, &ack(sa(CLIENT, 46000), vip))));
+}
+
+#[test]
+fn a_full_table_evicts_a_half_open_entry_first() {
+    // Whatever shards the two clients hash to.
+    for round in 0..32u16 {
+        let t0 = Instant::now();
+        let mut c = base_config();
+        c.daemon.max_connections = 2;
+        let d = director(c, t0);
+        let vip = sa(VIP_DR, 80);
+        let done = sa(CLIENT, 47000 + round);
+        let half = sa(Ipv4Addr::new(198, 51, 100, 3), 47000 + round);
+        let new = sa(Ipv4Addr::new(198, 51, 100, 4), 47000 + round);
+        verdict(&d, t0, &syn(done, vip));
+        verdict(&d, t0, &ack(done, vip));
+        verdict(&d, t0, &syn(half, vip));
+        assert_eq!(state_of(&d, t0, half), Some("SYN_RECV"));
+        let v = verdict(&d, t0, &syn(new, vip));
+        assert!(is_tx(v), "round {round}: {v:?}");
+        assert_eq!(d.entries(), 2);
+        assert_eq!(state_of(&d, t0, half), None, "the half-open entry went");
+        assert_eq!(state_of(&d, t0, done), Some("ESTABLISHED"));
+        assert_eq!(counts(&d, sa(RIP_DR, 80)), (1, 1));
+    }
+}
