@@ -116,26 +116,42 @@ fn base_config() -> Config {
     use Method::{Dr, Nat, Tun};
     use Protocol::{Tcp, Udp};
     use SchedulerKind::Wlc;
-    let mut c = Config::default();
-    c.services = vec![
-        service(Tcp, sa(VIP_NAT, 80), Wlc, vec![real(sa(RIP_NAT, 8080), 1, Nat)]),
-        service(Udp, sa(VIP_NAT, 53), Wlc, vec![real(sa(RIP_NAT, 5353), 1, Nat)]),
-        service(Tcp, sa(VIP_DR, 80), Wlc, vec![real(sa(RIP_DR, 80), 1, Dr)]),
-        service(Tcp, sa(VIP_TUN, 80), Wlc, vec![real(sa(RIP_TUN, 80), 1, Tun)]),
-        service(
-            Tcp,
-            sa(VIP_NONE, 80),
-            Wlc,
-            vec![real(sa(Ipv4Addr::new(192, 0, 2, 41), 80), 0, Nat)],
-        ),
-        service(
-            Udp,
-            sa(VIP_NONE, 53),
-            Wlc,
-            vec![real(sa(Ipv4Addr::new(192, 0, 2, 41), 53), 0, Nat)],
-        ),
-    ];
-    c
+    Config {
+        services: vec![
+            service(
+                Tcp,
+                sa(VIP_NAT, 80),
+                Wlc,
+                vec![real(sa(RIP_NAT, 8080), 1, Nat)],
+            ),
+            service(
+                Udp,
+                sa(VIP_NAT, 53),
+                Wlc,
+                vec![real(sa(RIP_NAT, 5353), 1, Nat)],
+            ),
+            service(Tcp, sa(VIP_DR, 80), Wlc, vec![real(sa(RIP_DR, 80), 1, Dr)]),
+            service(
+                Tcp,
+                sa(VIP_TUN, 80),
+                Wlc,
+                vec![real(sa(RIP_TUN, 80), 1, Tun)],
+            ),
+            service(
+                Tcp,
+                sa(VIP_NONE, 80),
+                Wlc,
+                vec![real(sa(Ipv4Addr::new(192, 0, 2, 41), 80), 0, Nat)],
+            ),
+            service(
+                Udp,
+                sa(VIP_NONE, 53),
+                Wlc,
+                vec![real(sa(Ipv4Addr::new(192, 0, 2, 41), 53), 0, Nat)],
+            ),
+        ],
+        ..Config::default()
+    }
 }
 
 fn director(config: Config, t0: Instant) -> Director {
@@ -148,11 +164,7 @@ fn director(config: Config, t0: Instant) -> Director {
 }
 
 fn reload(d: &Director, config: Config) {
-    d.set_config(
-        Arc::new(config),
-        Arc::new(host()),
-        &RuntimeState::default(),
-    );
+    d.set_config(Arc::new(config), Arc::new(host()), &RuntimeState::default());
 }
 
 // ---- frame builders -------------------------------------------------------------
@@ -182,7 +194,15 @@ fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol, df: bool, payload: &[u8
 }
 
 /// A TCP segment (20-byte header) with a full checksum.
-fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, seq: u32, ack: u32, window: u16, payload: &[u8]) -> Vec<u8> {
+fn tcp(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut b = vec![0u8; 20 + payload.len()];
     let mut t = TcpPacket::new_unchecked(&mut b[..]);
     t.set_src_port(src.port());
@@ -223,22 +243,58 @@ fn icmp_unreach(code: u8, next_mtu: u16, quote: &[u8]) -> Vec<u8> {
 }
 
 /// IPv4 + TCP packet (DF set, as Linux sends).
-fn tcp_ip(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    ipv4(*src.ip(), *dst.ip(), IpProtocol::Tcp, true, &tcp(src, dst, flags, seq, ack, 64240, payload))
+fn tcp_ip(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    ipv4(
+        *src.ip(),
+        *dst.ip(),
+        IpProtocol::Tcp,
+        true,
+        &tcp(src, dst, flags, seq, ack, 64240, payload),
+    )
 }
 
 /// A client's TCP frame (client MAC → director MAC).
-fn c_tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    eth(IF_MAC, CLIENT_MAC, 0x0800, &tcp_ip(src, dst, flags, seq, ack, payload))
+fn c_tcp(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    eth(
+        IF_MAC,
+        CLIENT_MAC,
+        0x0800,
+        &tcp_ip(src, dst, flags, seq, ack, payload),
+    )
 }
 
 /// A real server's TCP frame (RS MAC → director MAC).
 fn r_tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-    eth(IF_MAC, RS_MAC, 0x0800, &tcp_ip(src, dst, flags, seq, ack, &[]))
+    eth(
+        IF_MAC,
+        RS_MAC,
+        0x0800,
+        &tcp_ip(src, dst, flags, seq, ack, &[]),
+    )
 }
 
 fn udp_ip(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], with_csum: bool) -> Vec<u8> {
-    ipv4(*src.ip(), *dst.ip(), IpProtocol::Udp, false, &udp(src, dst, payload, with_csum))
+    ipv4(
+        *src.ip(),
+        *dst.ip(),
+        IpProtocol::Udp,
+        false,
+        &udp(src, dst, payload, with_csum),
+    )
 }
 
 fn syn(client: SocketAddrV4, vip: SocketAddrV4) -> Vec<u8> {
@@ -358,8 +414,15 @@ fn assert_ip_valid(bytes: &[u8], desc: &str, l4: bool) {
     if !l4 {
         // A quoted header: the packet it heads is cut short.
         let ihl = usize::from(bytes[0] & 0x0f) * 4;
-        assert!(bytes[0] >> 4 == 4 && ihl >= 20 && bytes.len() >= ihl + 8, "{desc}: quote");
-        assert_eq!(checksum::data(&bytes[..ihl]), 0xffff, "{desc}: IP header checksum");
+        assert!(
+            bytes[0] >> 4 == 4 && ihl >= 20 && bytes.len() >= ihl + 8,
+            "{desc}: quote"
+        );
+        assert_eq!(
+            checksum::data(&bytes[..ihl]),
+            0xffff,
+            "{desc}: IP header checksum"
+        );
         return;
     }
     let ip = Ipv4Packet::new_checked(bytes).unwrap_or_else(|e| panic!("{desc}: {e}"));
@@ -372,7 +435,10 @@ fn assert_ip_valid(bytes: &[u8], desc: &str, l4: bool) {
         }
         IpProtocol::Udp => {
             let u = UdpPacket::new_checked(ip.payload()).expect(desc);
-            assert!(u.checksum() == 0 || u.verify_checksum(s, d), "{desc}: UDP checksum");
+            assert!(
+                u.checksum() == 0 || u.verify_checksum(s, d),
+                "{desc}: UDP checksum"
+            );
         }
         IpProtocol::Icmp => {
             let i = Icmpv4Packet::new_checked(ip.payload()).expect(desc);
@@ -461,32 +527,113 @@ fn nat_table() {
         ),
         row(
             "ACK with data",
-            c_tcp(client, vip, tf::ACK | tf::PSH, 1001, 5001, b"GET / HTTP/1.0\r\n\r\n"),
-            fwd(RIP_NAT, &c_tcp(client, rip, tf::ACK | tf::PSH, 1001, 5001, b"GET / HTTP/1.0\r\n\r\n")),
-            c_tcp(client, rip, tf::ACK | tf::PSH, 1001, 5001, b"GET / HTTP/1.0\r\n\r\n"),
+            c_tcp(
+                client,
+                vip,
+                tf::ACK | tf::PSH,
+                1001,
+                5001,
+                b"GET / HTTP/1.0\r\n\r\n",
+            ),
+            fwd(
+                RIP_NAT,
+                &c_tcp(
+                    client,
+                    rip,
+                    tf::ACK | tf::PSH,
+                    1001,
+                    5001,
+                    b"GET / HTTP/1.0\r\n\r\n",
+                ),
+            ),
+            c_tcp(
+                client,
+                rip,
+                tf::ACK | tf::PSH,
+                1001,
+                5001,
+                b"GET / HTTP/1.0\r\n\r\n",
+            ),
         ),
         row(
             "UDP to VIP:53 → RIP:5353",
-            eth(IF_MAC, CLIENT_MAC, 0x0800, &udp_ip(uclient, uvip, b"query", true)),
-            fwd(RIP_NAT, &eth(IF_MAC, CLIENT_MAC, 0x0800, &udp_ip(uclient, urip, b"query", true))),
-            eth(IF_MAC, CLIENT_MAC, 0x0800, &udp_ip(uclient, urip, b"query", true)),
+            eth(
+                IF_MAC,
+                CLIENT_MAC,
+                0x0800,
+                &udp_ip(uclient, uvip, b"query", true),
+            ),
+            fwd(
+                RIP_NAT,
+                &eth(
+                    IF_MAC,
+                    CLIENT_MAC,
+                    0x0800,
+                    &udp_ip(uclient, urip, b"query", true),
+                ),
+            ),
+            eth(
+                IF_MAC,
+                CLIENT_MAC,
+                0x0800,
+                &udp_ip(uclient, urip, b"query", true),
+            ),
         ),
         row(
             "UDP reply from RIP:5353 → src VIP:53",
-            eth(IF_MAC, RS_MAC, 0x0800, &udp_ip(urip, uclient, b"answer!", true)),
-            fwd(GATEWAY, &eth(IF_MAC, RS_MAC, 0x0800, &udp_ip(uvip, uclient, b"answer!", true))),
-            eth(IF_MAC, RS_MAC, 0x0800, &udp_ip(uvip, uclient, b"answer!", true)),
+            eth(
+                IF_MAC,
+                RS_MAC,
+                0x0800,
+                &udp_ip(urip, uclient, b"answer!", true),
+            ),
+            fwd(
+                GATEWAY,
+                &eth(
+                    IF_MAC,
+                    RS_MAC,
+                    0x0800,
+                    &udp_ip(uvip, uclient, b"answer!", true),
+                ),
+            ),
+            eth(
+                IF_MAC,
+                RS_MAC,
+                0x0800,
+                &udp_ip(uvip, uclient, b"answer!", true),
+            ),
         ),
         row(
             "UDP without checksum keeps 0",
-            eth(IF_MAC, CLIENT_MAC, 0x0800, &udp_ip(uclient0, uvip, b"q", false)),
-            fwd(RIP_NAT, &eth(IF_MAC, CLIENT_MAC, 0x0800, &udp_ip(uclient0, urip, b"q", false))),
-            eth(IF_MAC, CLIENT_MAC, 0x0800, &udp_ip(uclient0, urip, b"q", false)),
+            eth(
+                IF_MAC,
+                CLIENT_MAC,
+                0x0800,
+                &udp_ip(uclient0, uvip, b"q", false),
+            ),
+            fwd(
+                RIP_NAT,
+                &eth(
+                    IF_MAC,
+                    CLIENT_MAC,
+                    0x0800,
+                    &udp_ip(uclient0, urip, b"q", false),
+                ),
+            ),
+            eth(
+                IF_MAC,
+                CLIENT_MAC,
+                0x0800,
+                &udp_ip(uclient0, urip, b"q", false),
+            ),
         ),
         row(
             "UDP reply without checksum keeps 0",
             eth(IF_MAC, RS_MAC, 0x0800, &udp_ip(urip, uclient0, b"a", false)),
-            fwd(GATEWAY, &eth(IF_MAC, RS_MAC, 0x0800, &udp_ip(uvip, uclient0, b"a", false))),
+            fwd(
+                GATEWAY,
+                &eth(IF_MAC, RS_MAC, 0x0800, &udp_ip(uvip, uclient0, b"a", false)),
+            ),
             eth(IF_MAC, RS_MAC, 0x0800, &udp_ip(uvip, uclient0, b"a", false)),
         ),
         row(
@@ -495,14 +642,26 @@ fn nat_table() {
                 IF_MAC,
                 RS_MAC,
                 0x0800,
-                &ipv4(RIP_NAT, CLIENT, IpProtocol::Icmp, false, &icmp_unreach(3, 0, &quote_from_rs[..28])),
+                &ipv4(
+                    RIP_NAT,
+                    CLIENT,
+                    IpProtocol::Icmp,
+                    false,
+                    &icmp_unreach(3, 0, &quote_from_rs[..28]),
+                ),
             ),
             fwd(GATEWAY, &[0; 14 + 20 + 8 + 28]),
             eth(
                 IF_MAC,
                 RS_MAC,
                 0x0800,
-                &ipv4(VIP_NAT, CLIENT, IpProtocol::Icmp, false, &icmp_unreach(3, 0, &quote_to_client[..28])),
+                &ipv4(
+                    VIP_NAT,
+                    CLIENT,
+                    IpProtocol::Icmp,
+                    false,
+                    &icmp_unreach(3, 0, &quote_to_client[..28]),
+                ),
             ),
         ),
         row(
@@ -511,14 +670,26 @@ fn nat_table() {
                 IF_MAC,
                 GW_MAC,
                 0x0800,
-                &ipv4(ROUTER, VIP_NAT, IpProtocol::Icmp, false, &icmp_unreach(4, 1400, &synack_out[..28])),
+                &ipv4(
+                    ROUTER,
+                    VIP_NAT,
+                    IpProtocol::Icmp,
+                    false,
+                    &icmp_unreach(4, 1400, &synack_out[..28]),
+                ),
             ),
             fwd(RIP_NAT, &[0; 14 + 20 + 8 + 28]),
             eth(
                 IF_MAC,
                 GW_MAC,
                 0x0800,
-                &ipv4(ROUTER, RIP_NAT, IpProtocol::Icmp, false, &icmp_unreach(4, 1400, &synack_in[..28])),
+                &ipv4(
+                    ROUTER,
+                    RIP_NAT,
+                    IpProtocol::Icmp,
+                    false,
+                    &icmp_unreach(4, 1400, &synack_in[..28]),
+                ),
             ),
         ),
     ];
@@ -576,7 +747,10 @@ fn dr_table() {
         row(
             "FIN of the flow, unchanged",
             c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]),
-            fwd(RIP_DR, &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[])),
+            fwd(
+                RIP_DR,
+                &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]),
+            ),
             c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]),
         ),
     ];
@@ -594,7 +768,12 @@ fn tun_table() {
     let c3 = sa(CLIENT, 42002);
     let vip = sa(VIP_TUN, 80);
     let encap = |inner: &[u8], df: bool| {
-        eth(IF_MAC, CLIENT_MAC, 0x0800, &ipv4(DIRECTOR_IP, RIP_TUN, IpProtocol::IpIp, df, inner))
+        eth(
+            IF_MAC,
+            CLIENT_MAC,
+            0x0800,
+            &ipv4(DIRECTOR_IP, RIP_TUN, IpProtocol::IpIp, df, inner),
+        )
     };
     let tun = |out: &[u8]| {
         Verdict::Transmit(Transmit {
@@ -614,13 +793,25 @@ fn tun_table() {
     let big = vec![0x42u8; 1450]; // 20 + 20 + 1450 = 1490 bytes of IP
     let big_df = tcp_ip(c1, vip, tf::ACK, 1001, 5001, &big);
     assert_eq!(big_df.len(), 1490);
-    let big_nodf = ipv4(CLIENT, VIP_TUN, IpProtocol::Tcp, false, &tcp(c2, vip, tf::ACK, 1001, 5001, 64240, &big));
+    let big_nodf = ipv4(
+        CLIENT,
+        VIP_TUN,
+        IpProtocol::Tcp,
+        false,
+        &tcp(c2, vip, tf::ACK, 1001, 5001, 64240, &big),
+    );
     let fits = tcp_ip(c1, vip, tf::ACK, 1001, 5001, &big[..1430]);
     let frag_needed = eth(
         IF_MAC,
         CLIENT_MAC,
         0x0800,
-        &ipv4(DIRECTOR_IP, CLIENT, IpProtocol::Icmp, false, &icmp_unreach(4, 1480, &big_df[..28])),
+        &ipv4(
+            DIRECTOR_IP,
+            CLIENT,
+            IpProtocol::Icmp,
+            false,
+            &icmp_unreach(4, 1480, &big_df[..28]),
+        ),
     );
     let mut rows = vec![
         row(
@@ -655,7 +846,12 @@ fn tun_table() {
     ];
     let mut gso = drop_row(
         "GSO super-frame → GsoUnsupported",
-        eth(IF_MAC, CLIENT_MAC, 0x0800, &tcp_ip(c1, vip, tf::ACK, 1001, 5001, b"x")),
+        eth(
+            IF_MAC,
+            CLIENT_MAC,
+            0x0800,
+            &tcp_ip(c1, vip, tf::ACK, 1001, 5001, b"x"),
+        ),
         DropReason::GsoUnsupported,
     );
     gso.offload = Offload {
@@ -727,7 +923,13 @@ fn rejection_table() {
         IF_MAC,
         CLIENT_MAC,
         0x0800,
-        &ipv4(VIP_NONE, CLIENT, IpProtocol::Tcp, true, &tcp(none_tcp, client, tf::RST | tf::ACK, 0, 783, 0, &[])),
+        &ipv4(
+            VIP_NONE,
+            CLIENT,
+            IpProtocol::Tcp,
+            true,
+            &tcp(none_tcp, client, tf::RST | tf::ACK, 0, 783, 0, &[]),
+        ),
     );
     // A SYN with ACK set to a VIP with no server: not a new flow.
     let udp_in = udp_ip(client, none_udp, b"query", true);
@@ -735,7 +937,13 @@ fn rejection_table() {
         IF_MAC,
         CLIENT_MAC,
         0x0800,
-        &ipv4(VIP_NONE, CLIENT, IpProtocol::Icmp, false, &icmp_unreach(3, 0, &udp_in[..28])),
+        &ipv4(
+            VIP_NONE,
+            CLIENT,
+            IpProtocol::Icmp,
+            false,
+            &icmp_unreach(3, 0, &udp_in[..28]),
+        ),
     );
     let rows = [
         drop_row(
@@ -743,7 +951,11 @@ fn rejection_table() {
             good[..14 + 30].to_vec(),
             DropReason::Malformed,
         ),
-        drop_row("bad IHL (4 words)", mutate(&|b| b[14] = 0x44, true), DropReason::Malformed),
+        drop_row(
+            "bad IHL (4 words)",
+            mutate(&|b| b[14] = 0x44, true),
+            DropReason::Malformed,
+        ),
         drop_row(
             "bad total length (below the header)",
             mutate(&|b| b[16..18].copy_from_slice(&10u16.to_be_bytes()), true),
@@ -754,8 +966,16 @@ fn rejection_table() {
             mutate(&|b| b[16..18].copy_from_slice(&100u16.to_be_bytes()), true),
             DropReason::Malformed,
         ),
-        drop_row("bad version", mutate(&|b| b[14] = 0x65, true), DropReason::Malformed),
-        drop_row("bad IP checksum", mutate(&|b| b[24] ^= 0x01, false), DropReason::BadChecksum),
+        drop_row(
+            "bad version",
+            mutate(&|b| b[14] = 0x65, true),
+            DropReason::Malformed,
+        ),
+        drop_row(
+            "bad IP checksum",
+            mutate(&|b| b[24] ^= 0x01, false),
+            DropReason::BadChecksum,
+        ),
         drop_row(
             "first fragment (MF) to VIP",
             mutate(&|b| b[20] |= 0x20, true),
@@ -766,27 +986,77 @@ fn rejection_table() {
             mutate(&|b| b[21] = 0x10, true),
             DropReason::Fragment,
         ),
-        drop_row("truncated TCP header", {
-            let ip = ipv4(CLIENT, VIP_NAT, IpProtocol::Tcp, true, &[0x9c, 0x40, 0, 80, 0, 0]);
-            eth(IF_MAC, CLIENT_MAC, 0x0800, &ip)
-        }, DropReason::Malformed),
-        drop_row("ACK of an unknown flow", ack(client, vip), DropReason::NoConnection),
-        drop_row("SYN+FIN", c_tcp(client, vip, tf::SYN | tf::FIN, 1, 0, &[]), DropReason::BadTcpFlags),
-        drop_row("SYN+RST", c_tcp(client, vip, tf::SYN | tf::RST, 1, 0, &[]), DropReason::BadTcpFlags),
-        drop_row("no flags", c_tcp(client, vip, 0, 1, 0, &[]), DropReason::BadTcpFlags),
-        drop_row("port 81: no service", syn(client, sa(VIP_NAT, 81)), DropReason::NoService),
         drop_row(
-            "GRE to a VIP: no service",
-            eth(IF_MAC, CLIENT_MAC, 0x0800, &ipv4(CLIENT, VIP_NAT, IpProtocol::Unknown(47), true, &[0; 8])),
+            "truncated TCP header",
+            {
+                let ip = ipv4(
+                    CLIENT,
+                    VIP_NAT,
+                    IpProtocol::Tcp,
+                    true,
+                    &[0x9c, 0x40, 0, 80, 0, 0],
+                );
+                eth(IF_MAC, CLIENT_MAC, 0x0800, &ip)
+            },
+            DropReason::Malformed,
+        ),
+        drop_row(
+            "ACK of an unknown flow",
+            ack(client, vip),
+            DropReason::NoConnection,
+        ),
+        drop_row(
+            "SYN+FIN",
+            c_tcp(client, vip, tf::SYN | tf::FIN, 1, 0, &[]),
+            DropReason::BadTcpFlags,
+        ),
+        drop_row(
+            "SYN+RST",
+            c_tcp(client, vip, tf::SYN | tf::RST, 1, 0, &[]),
+            DropReason::BadTcpFlags,
+        ),
+        drop_row(
+            "no flags",
+            c_tcp(client, vip, 0, 1, 0, &[]),
+            DropReason::BadTcpFlags,
+        ),
+        drop_row(
+            "port 81: no service",
+            syn(client, sa(VIP_NAT, 81)),
             DropReason::NoService,
         ),
-        row("SYN to a non-VIP", syn(client, sa(Ipv4Addr::new(198, 51, 100, 77), 80)), Verdict::Pass, Vec::new()),
-        row("bad checksum to a non-VIP", {
-            let mut b = syn(client, sa(DIRECTOR_IP, 22));
-            b[24] ^= 1;
-            b
-        }, Verdict::Pass, Vec::new()),
-        row("IPv6 ethertype", eth(IF_MAC, CLIENT_MAC, 0x86dd, &[0x60; 40]), Verdict::Pass, Vec::new()),
+        drop_row(
+            "GRE to a VIP: no service",
+            eth(
+                IF_MAC,
+                CLIENT_MAC,
+                0x0800,
+                &ipv4(CLIENT, VIP_NAT, IpProtocol::Unknown(47), true, &[0; 8]),
+            ),
+            DropReason::NoService,
+        ),
+        row(
+            "SYN to a non-VIP",
+            syn(client, sa(Ipv4Addr::new(198, 51, 100, 77), 80)),
+            Verdict::Pass,
+            Vec::new(),
+        ),
+        row(
+            "bad checksum to a non-VIP",
+            {
+                let mut b = syn(client, sa(DIRECTOR_IP, 22));
+                b[24] ^= 1;
+                b
+            },
+            Verdict::Pass,
+            Vec::new(),
+        ),
+        row(
+            "IPv6 ethertype",
+            eth(IF_MAC, CLIENT_MAC, 0x86dd, &[0x60; 40]),
+            Verdict::Pass,
+            Vec::new(),
+        ),
         drop_row("runt frame", vec![0; 10], DropReason::Malformed),
         row(
             "SYN, no server → RST|ACK to the sender's MAC",
@@ -827,12 +1097,23 @@ fn rst_answers_a_refused_segment_with_ack_from_its_ack_number() {
         IF_MAC,
         CLIENT_MAC,
         0x0800,
-        &ipv4(VIP_NONE, CLIENT, IpProtocol::Tcp, true, &tcp(vip, client, tf::RST, 5001, 0, 0, &[])),
+        &ipv4(
+            VIP_NONE,
+            CLIENT,
+            IpProtocol::Tcp,
+            true,
+            &tcp(vip, client, tf::RST, 5001, 0, 0, &[]),
+        ),
     );
     run_table(
         &d,
         t0,
-        &[row("ACK, no server → RST seq=ack", ack(client, vip), answer(CLIENT, CLIENT_MAC, &rst), rst.clone())],
+        &[row(
+            "ACK, no server → RST seq=ack",
+            ack(client, vip),
+            answer(CLIENT, CLIENT_MAC, &rst),
+            rst.clone(),
+        )],
     );
 }
 
@@ -882,7 +1163,12 @@ fn arp_table() {
             Verdict::Pass,
             Vec::new(),
         ),
-        row("reply about a VIP → Pass", arp_frame(ArpOperation::Reply, VIP_NAT), Verdict::Pass, Vec::new()),
+        row(
+            "reply about a VIP → Pass",
+            arp_frame(ArpOperation::Reply, VIP_NAT),
+            Verdict::Pass,
+            Vec::new(),
+        ),
         row(
             "truncated ARP → Pass",
             arp_frame(ArpOperation::Request, VIP_NAT)[..30].to_vec(),
@@ -895,7 +1181,11 @@ fn arp_table() {
     // The VIP configured on the host: the kernel answers.
     let mut h = host();
     h.local_addrs.push(VIP_NAT);
-    d.set_config(Arc::new(base_config()), Arc::new(h), &RuntimeState::default());
+    d.set_config(
+        Arc::new(base_config()),
+        Arc::new(h),
+        &RuntimeState::default(),
+    );
     run_table(
         &d,
         t0,
@@ -938,7 +1228,11 @@ fn nat_handshake_close_and_expiry_move_counts() {
     assert_eq!(state_of(&d, t0, client), Some("SYN_RECV"));
     assert_eq!(counts(&d, rip), (0, 1));
     assert!(d.poll_timeout().is_some());
-    assert!(is_tx(verdict(&d, t0, &r_tcp(rip, client, tf::SYN | tf::ACK, 5000, 1001))));
+    assert!(is_tx(verdict(
+        &d,
+        t0,
+        &r_tcp(rip, client, tf::SYN | tf::ACK, 5000, 1001)
+    )));
     assert!(is_tx(verdict(&d, t0, &ack(client, vip))));
     assert_eq!(state_of(&d, t0, client), Some("ESTABLISHED"));
     assert_eq!(counts(&d, rip), (1, 0));
@@ -949,12 +1243,24 @@ fn nat_handshake_close_and_expiry_move_counts() {
 
     // Client closes: inactive from the first FIN.
     let t1 = secs(t0, 10);
-    assert!(is_tx(verdict(&d, t1, &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]))));
+    assert!(is_tx(verdict(
+        &d,
+        t1,
+        &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[])
+    )));
     assert_eq!(state_of(&d, t1, client), Some("CLOSE_WAIT"));
     assert_eq!(counts(&d, rip), (0, 1));
-    assert!(is_tx(verdict(&d, t1, &r_tcp(rip, client, tf::FIN | tf::ACK, 5001, 1002))));
+    assert!(is_tx(verdict(
+        &d,
+        t1,
+        &r_tcp(rip, client, tf::FIN | tf::ACK, 5001, 1002)
+    )));
     assert_eq!(state_of(&d, t1, client), Some("TIME_WAIT"));
-    assert!(is_tx(verdict(&d, t1, &c_tcp(client, vip, tf::ACK, 1002, 5002, &[]))));
+    assert!(is_tx(verdict(
+        &d,
+        t1,
+        &c_tcp(client, vip, tf::ACK, 1002, 5002, &[])
+    )));
     assert_eq!(state_of(&d, t1, client), Some("TIME_WAIT"));
 
     // TIME_WAIT lasts 2 min.
@@ -983,7 +1289,16 @@ fn per_state_timeouts_expire_entries() {
     assert_eq!(state_of(&d, t0, est), Some("ESTABLISHED"));
     // UDP: 5 min.
     let u = sa(CLIENT, 44102);
-    verdict(&d, t0, &eth(IF_MAC, CLIENT_MAC, 0x0800, &udp_ip(u, sa(VIP_NAT, 53), b"q", true)));
+    verdict(
+        &d,
+        t0,
+        &eth(
+            IF_MAC,
+            CLIENT_MAC,
+            0x0800,
+            &udp_ip(u, sa(VIP_NAT, 53), b"q", true),
+        ),
+    );
     assert_eq!(state_of(&d, t0, u), Some("UDP"));
     assert_eq!(counts(&d, rip), (1, 1));
     assert_eq!(d.entries(), 3);
@@ -1006,7 +1321,10 @@ fn per_state_timeouts_expire_entries() {
     // An expired flow is no flow, even before a sweep.
     let late = sa(CLIENT, 44103);
     verdict(&d, t0, &syn(late, vip));
-    assert_eq!(verdict(&d, secs(t0, 61), &ack(late, vip)), Verdict::Drop(DropReason::NoConnection));
+    assert_eq!(
+        verdict(&d, secs(t0, 61), &ack(late, vip)),
+        Verdict::Drop(DropReason::NoConnection)
+    );
     assert_eq!(d.entries(), 0);
 }
 
@@ -1033,15 +1351,30 @@ fn raddr_of(d: &Director, now: Instant, client: SocketAddrV4) -> SocketAddrV4 {
 fn syn_in_time_wait_reuses_the_tuple_and_reschedules() {
     let t0 = Instant::now();
     let vip = sa(Ipv4Addr::new(203, 0, 113, 60), 80);
-    let (a, b) = (sa(Ipv4Addr::new(192, 0, 2, 61), 8080), sa(Ipv4Addr::new(192, 0, 2, 62), 8080));
+    let (a, b) = (
+        sa(Ipv4Addr::new(192, 0, 2, 61), 8080),
+        sa(Ipv4Addr::new(192, 0, 2, 62), 8080),
+    );
     let d = director(two_real_config(vip, a, b, Method::Nat), t0);
     let client = sa(CLIENT, 45000);
     verdict(&d, t0, &syn(client, vip));
     let first = raddr_of(&d, t0, client);
-    assert!(is_tx(verdict(&d, t0, &r_tcp(first, client, tf::SYN | tf::ACK, 5000, 1001))));
+    assert!(is_tx(verdict(
+        &d,
+        t0,
+        &r_tcp(first, client, tf::SYN | tf::ACK, 5000, 1001)
+    )));
     verdict(&d, t0, &ack(client, vip));
-    verdict(&d, t0, &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]));
-    assert!(is_tx(verdict(&d, t0, &r_tcp(first, client, tf::FIN | tf::ACK, 5001, 1002))));
+    verdict(
+        &d,
+        t0,
+        &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]),
+    );
+    assert!(is_tx(verdict(
+        &d,
+        t0,
+        &r_tcp(first, client, tf::FIN | tf::ACK, 5001, 1002)
+    )));
     assert_eq!(state_of(&d, t0, client), Some("TIME_WAIT"));
     assert_eq!(counts(&d, first), (0, 1));
 
@@ -1051,7 +1384,10 @@ fn syn_in_time_wait_reuses_the_tuple_and_reschedules() {
     assert_eq!(state_of(&d, t1, client), Some("SYN_RECV"));
     assert_eq!(d.entries(), 1);
     let second = raddr_of(&d, t1, client);
-    assert_ne!(first, second, "rr picks the other server for the new connection");
+    assert_ne!(
+        first, second,
+        "rr picks the other server for the new connection"
+    );
     assert_eq!(counts(&d, first), (0, 0));
     assert_eq!(counts(&d, second), (0, 1));
     // The old server's late reply no longer matches.
@@ -1069,13 +1405,20 @@ fn syn_in_time_wait_reuses_the_tuple_and_reschedules() {
 fn input_only_close_is_fin_wait_and_reusable() {
     let t0 = Instant::now();
     let vip = sa(Ipv4Addr::new(203, 0, 113, 60), 80);
-    let (a, b) = (sa(Ipv4Addr::new(192, 0, 2, 61), 80), sa(Ipv4Addr::new(192, 0, 2, 62), 80));
+    let (a, b) = (
+        sa(Ipv4Addr::new(192, 0, 2, 61), 80),
+        sa(Ipv4Addr::new(192, 0, 2, 62), 80),
+    );
     let d = director(two_real_config(vip, a, b, Method::Dr), t0);
     let client = sa(CLIENT, 45001);
     verdict(&d, t0, &syn(client, vip));
     verdict(&d, t0, &ack(client, vip));
     let first = raddr_of(&d, t0, client);
-    verdict(&d, t0, &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]));
+    verdict(
+        &d,
+        t0,
+        &c_tcp(client, vip, tf::FIN | tf::ACK, 1001, 5001, &[]),
+    );
     verdict(&d, t0, &c_tcp(client, vip, tf::ACK, 1002, 5002, &[]));
     assert_eq!(state_of(&d, t0, client), Some("FIN_WAIT"));
     assert_eq!(counts(&d, first), (0, 1));
@@ -1127,4 +1470,465 @@ fn a_full_table_evicts_a_half_open_entry_first() {
         assert_eq!(state_of(&d, t0, done), Some("ESTABLISHED"));
         assert_eq!(counts(&d, sa(RIP_DR, 80)), (1, 1));
     }
+}
+
+// ---- persistence, weights, reloads ------------------------------------------------
+
+fn templates(d: &Director, now: Instant) -> Vec<crate::core::director::ConnInfo> {
+    d.connections(now)
+        .into_iter()
+        .filter(|c| c.template)
+        .collect()
+}
+
+#[test]
+fn persistence_keeps_a_client_on_its_server() {
+    let t0 = Instant::now();
+    let vip = sa(Ipv4Addr::new(203, 0, 113, 50), 80);
+    let (a, b) = (
+        sa(Ipv4Addr::new(192, 0, 2, 51), 80),
+        sa(Ipv4Addr::new(192, 0, 2, 52), 80),
+    );
+    let mut c = two_real_config(vip, a, b, Method::Dr);
+    c.services.last_mut().unwrap().persistence = Some(Persistence {
+        timeout: Duration::from_secs(300),
+        netmask: Ipv4Addr::new(255, 255, 255, 255),
+    });
+    let d = director(c, t0);
+    let (p1, p2) = (sa(CLIENT, 48000), sa(CLIENT, 48001));
+    let other = sa(Ipv4Addr::new(198, 51, 100, 3), 48000);
+    verdict(&d, t0, &syn(p1, vip));
+    verdict(&d, t0, &syn(p2, vip));
+    verdict(&d, t0, &syn(other, vip));
+    let server = raddr_of(&d, t0, p1);
+    assert_eq!(raddr_of(&d, t0, p2), server, "same client, same server");
+    let tpl = templates(&d, t0);
+    assert_eq!(tpl.len(), 2);
+    let mine = tpl.iter().find(|t| *t.client.ip() == CLIENT).unwrap();
+    assert_eq!(
+        (mine.state, mine.raddr, mine.vaddr),
+        ("ASSURED", server, vip)
+    );
+    assert_eq!(mine.client.port(), 0);
+    assert_eq!(
+        real_state(&d, server).templates.load(Ordering::Relaxed),
+        if raddr_of(&d, t0, other) == server {
+            2
+        } else {
+            1
+        }
+    );
+
+    // Both connections end (ESTABLISHED, then RST → CLOSE, 10 s).
+    for p in [p1, p2] {
+        verdict(&d, t0, &ack(p, vip));
+        verdict(&d, t0, &c_tcp(p, vip, tf::RST, 1001, 0, &[]));
+        assert_eq!(state_of(&d, t0, p), Some("CLOSE"));
+    }
+    sweep(&d, secs(t0, 10));
+    assert_eq!(state_of(&d, secs(t0, 10), p1), None);
+    let tpl = templates(&d, secs(t0, 10));
+    let mine = tpl.iter().find(|t| *t.client.ip() == CLIENT).unwrap();
+    assert_eq!(mine.state, "NONE");
+    assert_eq!(mine.expires_in, Duration::from_secs(300));
+
+    // Within the timeout a new connection follows the template.
+    let p3 = sa(CLIENT, 48002);
+    verdict(&d, secs(t0, 100), &syn(p3, vip));
+    assert_eq!(raddr_of(&d, secs(t0, 100), p3), server);
+    verdict(&d, secs(t0, 100), &ack(p3, vip));
+    verdict(&d, secs(t0, 100), &c_tcp(p3, vip, tf::RST, 1001, 0, &[]));
+    sweep(&d, secs(t0, 110));
+    // It expires 300 s after its last connection ended.
+    sweep(&d, secs(t0, 409));
+    assert!(templates(&d, secs(t0, 409))
+        .iter()
+        .any(|t| *t.client.ip() == CLIENT));
+    sweep(&d, secs(t0, 410));
+    assert!(!templates(&d, secs(t0, 410))
+        .iter()
+        .any(|t| *t.client.ip() == CLIENT));
+    // `other`'s connection (SYN_RECV, 60 s) and template are gone too.
+    assert!(d.connections(secs(t0, 410)).is_empty());
+    assert_eq!(d.entries(), 0);
+    for r in [a, b] {
+        assert_eq!(
+            real_state(&d, r).templates.load(Ordering::Relaxed),
+            0,
+            "{r}"
+        );
+        assert_eq!(counts(&d, r), (0, 0));
+    }
+    assert_eq!(d.poll_timeout(), None);
+}
+
+#[test]
+fn weight_zero_is_quiescent() {
+    let t0 = Instant::now();
+    let vip = sa(VIP_DR, 80);
+    let rip = sa(RIP_DR, 80);
+    let d = director(base_config(), t0);
+    let old = sa(CLIENT, 49000);
+    verdict(&d, t0, &syn(old, vip));
+    verdict(&d, t0, &ack(old, vip));
+
+    // Runtime weight 0 (`rvs weight`): the existing flow continues.
+    let mut rt = RuntimeState::default();
+    let key = ServiceKey {
+        protocol: Protocol::Tcp,
+        addr: vip,
+    };
+    rt.weights.insert((key, rip), 0);
+    d.set_config(Arc::new(base_config()), Arc::new(host()), &rt);
+    assert_eq!(verdict(&d, t0, &ack(old, vip)), fwd(RIP_DR, &ack(old, vip)));
+    // A new flow is refused with a RST.
+    let (v, out) = run(&d, t0, &syn(sa(CLIENT, 49001), vip));
+    assert!(
+        matches!(
+            v,
+            Verdict::Transmit(Transmit {
+                dst_mac: Some(_),
+                ..
+            })
+        ),
+        "{v:?}"
+    );
+    assert_eq!(out[14 + 20 + 13], tf::RST | tf::ACK);
+    assert_eq!(d.drops().get(DropReason::NoRealServer), 1);
+    assert_eq!(counts(&d, rip), (1, 0));
+    assert_eq!(d.entries(), 1);
+
+    // Weight back: new flows again.
+    reload(&d, base_config());
+    assert_eq!(
+        verdict(&d, t0, &syn(sa(CLIENT, 49002), vip)),
+        fwd(RIP_DR, &syn(sa(CLIENT, 49002), vip))
+    );
+}
+
+fn nat_pair(policy: ConnPolicy, a: SocketAddrV4, b: SocketAddrV4, with_a: bool) -> Config {
+    let mut c = base_config();
+    let vip = sa(Ipv4Addr::new(203, 0, 113, 70), 80);
+    let mut s = service(
+        Protocol::Tcp,
+        vip,
+        SchedulerKind::Rr,
+        if with_a {
+            vec![real(a, 1, Method::Nat)]
+        } else {
+            vec![real(b, 1, Method::Nat)]
+        },
+    );
+    s.on_remove = policy;
+    c.services.push(s);
+    c
+}
+
+#[test]
+fn reload_removing_a_server_drains_its_flows() {
+    let t0 = Instant::now();
+    let vip = sa(Ipv4Addr::new(203, 0, 113, 70), 80);
+    let (a, b) = (
+        sa(Ipv4Addr::new(192, 0, 2, 71), 8080),
+        sa(Ipv4Addr::new(192, 0, 2, 72), 8080),
+    );
+    let d = director(nat_pair(ConnPolicy::Keep, a, b, true), t0);
+    let client = sa(CLIENT, 50000);
+    verdict(&d, t0, &syn(client, vip));
+    verdict(&d, t0, &r_tcp(a, client, tf::SYN | tf::ACK, 5000, 1001));
+    verdict(&d, t0, &ack(client, vip));
+    assert_eq!(counts(&d, a), (1, 0));
+
+    reload(&d, nat_pair(ConnPolicy::Keep, a, b, false));
+    let t1 = secs(t0, 1);
+    // The old flow still goes to a, both ways.
+    assert_eq!(
+        verdict(&d, t1, &ack(client, vip)),
+        fwd(
+            Ipv4Addr::new(192, 0, 2, 71),
+            &c_tcp(client, a, tf::ACK, 1001, 5001, &[])
+        )
+    );
+    let (v, out) = run(&d, t1, &r_tcp(a, client, tf::ACK, 5001, 1001));
+    assert_eq!(v, fwd(GATEWAY, &out));
+    assert_eq!(
+        out,
+        eth(
+            IF_MAC,
+            RS_MAC,
+            0x0800,
+            &tcp_ip(vip, client, tf::ACK, 5001, 1001, &[])
+        )
+    );
+    // New flows go to b.
+    let c2 = sa(CLIENT, 50001);
+    verdict(&d, t1, &syn(c2, vip));
+    assert_eq!(raddr_of(&d, t1, c2), b);
+    assert_eq!(counts(&d, a), (1, 0));
+}
+
+#[test]
+fn reload_removing_a_server_with_reset_ends_its_flows() {
+    let t0 = Instant::now();
+    let vip = sa(Ipv4Addr::new(203, 0, 113, 70), 80);
+    let (a, b) = (
+        sa(Ipv4Addr::new(192, 0, 2, 71), 8080),
+        sa(Ipv4Addr::new(192, 0, 2, 72), 8080),
+    );
+    let d = director(nat_pair(ConnPolicy::Reset, a, b, true), t0);
+    let client = sa(CLIENT, 51000);
+    verdict(&d, t0, &syn(client, vip));
+    verdict(&d, t0, &r_tcp(a, client, tf::SYN | tf::ACK, 5000, 1001));
+    verdict(&d, t0, &ack(client, vip));
+
+    reload(&d, nat_pair(ConnPolicy::Reset, a, b, false));
+    assert!(
+        d.connections(t0).iter().all(|c| c.client != client),
+        "dead at once"
+    );
+    assert_eq!(
+        verdict(&d, t0, &ack(client, vip)),
+        Verdict::Drop(DropReason::RealServerReset)
+    );
+    assert_eq!(d.drops().get(DropReason::RealServerReset), 1);
+    assert_eq!(counts(&d, a), (0, 0));
+    assert_eq!(d.entries(), 0);
+    // Later packets of the flow: no entry any more.
+    assert_eq!(
+        verdict(&d, t0, &ack(client, vip)),
+        Verdict::Drop(DropReason::NoConnection)
+    );
+    // The client's new connection goes to b.
+    verdict(&d, t0, &syn(client, vip));
+    assert_eq!(raddr_of(&d, t0, client), b);
+}
+
+#[test]
+fn reset_real_ends_a_servers_connections_now() {
+    let t0 = Instant::now();
+    let vip = sa(VIP_NAT, 80);
+    let rip = sa(RIP_NAT, 8080);
+    let d = director(base_config(), t0);
+    let (c1, c2) = (sa(CLIENT, 52000), sa(CLIENT, 52001));
+    for c in [c1, c2] {
+        verdict(&d, t0, &syn(c, vip));
+        verdict(&d, t0, &r_tcp(rip, c, tf::SYN | tf::ACK, 5000, 1001));
+        verdict(&d, t0, &ack(c, vip));
+    }
+    assert_eq!(counts(&d, rip), (2, 0));
+    let key = ServiceKey {
+        protocol: Protocol::Tcp,
+        addr: vip,
+    };
+    d.reset_real(key, rip);
+    assert_eq!(
+        verdict(&d, t0, &ack(c1, vip)),
+        Verdict::Drop(DropReason::RealServerReset)
+    );
+    assert_eq!(
+        verdict(&d, t0, &r_tcp(rip, c2, tf::ACK, 5001, 1001)),
+        Verdict::Drop(DropReason::RealServerReset)
+    );
+    assert_eq!(counts(&d, rip), (0, 0));
+    assert_eq!(d.entries(), 0);
+    // The server itself stays: a new SYN is scheduled to it afresh.
+    assert!(is_tx(verdict(&d, t0, &syn(c1, vip))));
+    assert_eq!(counts(&d, rip), (0, 1));
+    // A dead entry the sweep finds is released too.
+    d.reset_real(key, rip);
+    sweep(&d, t0);
+    assert_eq!((d.entries(), counts(&d, rip)), (0, (0, 0)));
+}
+
+// ---- never a panic ------------------------------------------------------------------
+
+fn valid_frames() -> Vec<(Vec<u8>, Offload)> {
+    let client = sa(CLIENT, 53000);
+    let vip = sa(VIP_NAT, 80);
+    let rip = sa(RIP_NAT, 8080);
+    let q = tcp_ip(client, rip, tf::ACK, 1, 1, &[]);
+    let csum = Offload {
+        needs_csum: true,
+        csum_start: 34,
+        csum_offset: 16,
+        ..Offload::default()
+    };
+    vec![
+        (syn(client, vip), Offload::default()),
+        (ack(client, vip), Offload::default()),
+        (
+            r_tcp(rip, client, tf::SYN | tf::ACK, 5, 1001),
+            Offload::default(),
+        ),
+        (syn(client, sa(VIP_TUN, 80)), Offload::default()),
+        (
+            c_tcp(client, sa(VIP_TUN, 80), tf::ACK, 1, 1, &[7; 1460]),
+            Offload::default(),
+        ),
+        (syn(client, sa(VIP_DR, 80)), csum),
+        (syn(client, sa(VIP_NONE, 80)), Offload::default()),
+        (
+            eth(
+                IF_MAC,
+                CLIENT_MAC,
+                0x0800,
+                &udp_ip(client, sa(VIP_NAT, 53), b"q", true),
+            ),
+            csum,
+        ),
+        (
+            eth(
+                IF_MAC,
+                CLIENT_MAC,
+                0x0800,
+                &udp_ip(client, sa(VIP_NONE, 53), b"q", true),
+            ),
+            Offload::default(),
+        ),
+        (
+            eth(
+                IF_MAC,
+                RS_MAC,
+                0x0800,
+                &ipv4(
+                    RIP_NAT,
+                    CLIENT,
+                    IpProtocol::Icmp,
+                    false,
+                    &icmp_unreach(3, 0, &q[..28]),
+                ),
+            ),
+            Offload::default(),
+        ),
+        (
+            arp_frame(ArpOperation::Request, VIP_NAT),
+            Offload::default(),
+        ),
+    ]
+}
+
+fn frame_strategy() -> impl Strategy<Value = (Vec<u8>, Offload)> {
+    let frames = valid_frames();
+    let n = frames.len();
+    let mutated = (
+        0..n,
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        any::<bool>(),
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+        any::<u8>(),
+    )
+        .prop_map(move |(i, muts, refill, cut, do_cut, gso)| {
+            let (mut f, mut off) = frames[i].clone();
+            for (at, v) in muts {
+                let at = at.index(f.len());
+                f[at] = v;
+            }
+            if refill && f.len() >= 34 && f[14] >> 4 == 4 {
+                let ihl = usize::from(f[14] & 0x0f) * 4;
+                if ihl >= 20 && f.len() >= 14 + ihl {
+                    Ipv4Packet::new_unchecked(&mut f[14..14 + ihl]).fill_checksum();
+                }
+            }
+            if do_cut {
+                f.truncate(cut.index(f.len() + 1));
+            }
+            if gso % 8 == 0 {
+                off.gso_type = 1;
+            }
+            if gso % 8 == 1 {
+                off.csum_start = u16::from(gso) * 9;
+                off.csum_offset = u16::from(gso);
+            }
+            (f, off)
+        });
+    let random = (
+        prop::collection::vec(any::<u8>(), 0..120),
+        prop::sample::select(vec![0x0800u16, 0x0806, 0x86dd]),
+    )
+        .prop_map(|(mut b, et)| {
+            if b.len() >= 14 {
+                b[12..14].copy_from_slice(&et.to_be_bytes());
+            }
+            (b, Offload::default())
+        });
+    prop_oneof![3 => mutated, 1 => random]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn handle_never_panics_and_transmits_valid_ipv4(
+        frames in prop::collection::vec(frame_strategy(), 1..24),
+        steps in prop::collection::vec(0u64..400, 1..24),
+    ) {
+        let t0 = Instant::now();
+        let mut c = base_config();
+        c.daemon.max_connections = 4;
+        let d = director(c, t0);
+        let mut now = t0;
+        for (i, (frame, offload)) in frames.iter().enumerate() {
+            now += Duration::from_secs(steps[i % steps.len()]);
+            let (v, out) = run_with(&d, now, frame, *offload);
+            if let Verdict::Transmit(t) = v {
+                prop_assert_eq!(t.len, out.len());
+                prop_assert!(out.len() >= 14);
+                let et = u16::from_be_bytes([out[12], out[13]]);
+                if et == 0x0806 {
+                    prop_assert!(ArpPacket::new_checked(&out[14..]).is_ok());
+                } else {
+                    prop_assert_eq!(et, 0x0800);
+                    let ip = Ipv4Packet::new_checked(&out[14..]);
+                    prop_assert!(ip.is_ok(), "{:?}", ip.err());
+                    prop_assert!(ip.unwrap().verify_checksum());
+                }
+            }
+            prop_assert!(d.entries() <= 4);
+            if i % 4 == 0 {
+                d.handle_timeout(now);
+            }
+        }
+        let _ = d.connections(now);
+    }
+}
+
+// ---- memory ------------------------------------------------------------------------
+
+#[test]
+fn table_memory_per_entry() {
+    let t0 = Instant::now();
+    let d = director(base_config(), t0);
+    let vip = sa(VIP_NAT, 80);
+    let n: u32 = 100_000;
+    let mut buf = vec![0u8; HEADROOM + 54 + TAIL];
+    for i in 0..n {
+        let client = sa(
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 0)) + i / 50_000 + 2),
+            1024 + u16::try_from(i % 50_000).unwrap(),
+        );
+        let f = syn(client, vip);
+        buf[HEADROOM..HEADROOM + f.len()].copy_from_slice(&f);
+        let mut frame = Frame {
+            buf: &mut buf,
+            start: HEADROOM,
+            len: f.len(),
+            ifindex: IFINDEX,
+            offload: Offload::default(),
+        };
+        assert!(is_tx(d.handle(t0, &mut frame)), "flow {i}");
+    }
+    assert_eq!(d.entries(), n as usize);
+    let per = d.table_memory() / d.entries();
+    println!(
+        "connection table: {per} bytes per entry ({} entries, NAT, both indexes)",
+        d.entries()
+    );
+    assert!(per <= 400, "{per} bytes per entry");
+    // All of them expire (SYN_RECV, 60 s) within a bounded number of sweeps.
+    for k in 0..4 {
+        d.handle_timeout(secs(t0, 61 + k));
+    }
+    assert_eq!(d.entries(), 0);
+    assert_eq!(counts(&d, sa(RIP_NAT, 8080)), (0, 0));
 }
