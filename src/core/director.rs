@@ -569,7 +569,8 @@ impl Director {
         let tcp = l4.protocol == Protocol::Tcp;
         let syn = tcp && l4.tcp_flags & tcp::flags::SYN != 0;
         let ack = l4.tcp_flags & tcp::flags::ACK != 0;
-        let mut shard = lock(self.shard_of(l4.protocol, l4.src));
+        let own = self.shard_of(l4.protocol, l4.src);
+        let mut shard = lock(own);
         if let Some(slot) = shard.find_in(&key) {
             let c = *shard.get(slot);
             let reset = snap
@@ -623,7 +624,11 @@ impl Director {
                     let c = shard.remove(slot);
                     self.release(snap, &c, now);
                 }
-                None => return Verdict::Drop(DropReason::TableFull),
+                None => {
+                    if !self.evict_elsewhere(snap, now, own, half_open) {
+                        return Verdict::Drop(DropReason::TableFull);
+                    }
+                }
             }
         }
         let Some((idx, templated)) = self.schedule(snap, now, svc, *l4.src.ip()) else {
@@ -673,6 +678,32 @@ impl Director {
         self.entries.fetch_add(1, Ordering::Relaxed);
         drop(shard);
         self.forward_in(snap, f, &conn, l4)
+    }
+
+    /// Evicts one entry for which `evictable` holds from a shard other
+    /// than `own` (whose lock the caller holds). Other shards are only
+    /// tried, never waited for, so two workers cannot deadlock.
+    fn evict_elsewhere(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        own: &Mutex<Shard>,
+        evictable: impl Fn(&Conn) -> bool,
+    ) -> bool {
+        for m in self.shards.iter().filter(|m| !std::ptr::eq(*m, own)) {
+            let mut s = match m.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => continue,
+            };
+            if let Some(slot) = s.find_evictable(EVICT_BUDGET, &evictable) {
+                let c = s.remove(slot);
+                drop(s);
+                self.release(snap, &c, now);
+                return true;
+            }
+        }
+        false
     }
 
     fn nat_reply(&self, snap: &Snapshot, now: u64, f: &mut Frame<'_>, l4: &L4) -> Verdict {

@@ -15,4 +15,7 @@ pub mod sched;
 pub mod service;
 pub mod tcp_state;
 
+#[cfg(test)]
+mod director_tests;
+
 pub use director::{Director, Frame, Offload, Transmit, Verdict};
