@@ -663,7 +663,14 @@ impl Director {
             s.conns_total.fetch_add(1, Ordering::Relaxed);
         }
         if tcp {
-            let next = TcpState::None.next(direction_in(conn.method), l4.tcp_flags);
+            // A flow picked up mid-stream (sloppy_tcp, e.g. after a restart
+            // or a director failover) is established, not in the CLOSE that
+            // IPVS's table gives an ACK in NONE.
+            let next = if syn {
+                TcpState::None.next(direction_in(conn.method), l4.tcp_flags)
+            } else {
+                TcpState::Established
+            };
             Self::set_state(snap, &mut conn, next as u8);
         }
         conn.expires = now + Self::timeout_of(snap, &conn);
