@@ -208,20 +208,28 @@ fn conns_services_weight_drain_zero_metrics_and_socket() {
     let sock = sock_path.to_string_lossy().into_owned();
 
     // The control socket is 0600.
-    let mode = std::fs::metadata(&sock_path).expect("socket").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&sock_path)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "control socket mode {mode:o}");
 
     // Three held connections appear in `rvs conns --json`, exactly.
     let script = topo.write_file("hold.py", HOLD);
-    let (mut holder, log) =
-        topo.spawn_logged("cli", &["python3", &script.to_string_lossy(), "20"]);
+    let (mut holder, log) = topo.spawn_logged("cli", &["python3", &script.to_string_lossy(), "20"]);
     let ports: BTreeSet<u16> = wait_until(T, || {
         let l = std::fs::read_to_string(&log).unwrap_or_default();
         l.lines()
             .find_map(|l| l.strip_prefix("ports "))
             .map(|p| p.split(' ').filter_map(|x| x.parse().ok()).collect())
     })
-    .unwrap_or_else(|| panic!("holder never connected: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+    .unwrap_or_else(|| {
+        panic!(
+            "holder never connected: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
     assert_eq!(ports.len(), 3);
     let conns = wait_until(T, || {
         let out = rvs(&["conns", "--socket", &sock, "--json"]);
@@ -284,13 +292,26 @@ fn conns_services_weight_drain_zero_metrics_and_socket() {
     let _ = holder.wait();
 
     // Weight 0 stops new flows; drain too.
-    let out = rvs(&["weight", "--socket", &sock, "203.0.113.10:80", "192.0.2.11:8080", "0"]);
+    let out = rvs(&[
+        "weight",
+        "--socket",
+        &sock,
+        "203.0.113.10:80",
+        "192.0.2.11:8080",
+        "0",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let seen = hits(&topo, 12);
     let rs3_after_weight = seen.get("rs3").copied().unwrap_or(0) as f64;
     assert_eq!(seen.get("rs1"), None, "weight 0 still got flows: {seen:?}");
     assert_eq!(seen.values().sum::<usize>(), 12);
-    let out = rvs(&["drain", "--socket", &sock, "203.0.113.10:80", "192.0.2.12:8080"]);
+    let out = rvs(&[
+        "drain",
+        "--socket",
+        &sock,
+        "203.0.113.10:80",
+        "192.0.2.12:8080",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let seen = hits(&topo, 8);
     assert_eq!(seen.get("rs3"), Some(&8), "after drain: {seen:?}");
@@ -304,7 +325,17 @@ fn conns_services_weight_drain_zero_metrics_and_socket() {
 
     // Metrics, scraped inside the director namespace.
     let scrape = || {
-        let out = topo.exec("dir", &["curl", "-sS", "--fail", "--max-time", "5", &format!("http://{METRICS}/metrics")]);
+        let out = topo.exec(
+            "dir",
+            &[
+                "curl",
+                "-sS",
+                "--fail",
+                "--max-time",
+                "5",
+                &format!("http://{METRICS}/metrics"),
+            ],
+        );
         assert!(out.status.success(), "scrape: {}", text(&out.stderr));
         text(&out.stdout)
     };
@@ -315,13 +346,28 @@ fn conns_services_weight_drain_zero_metrics_and_socket() {
         Some(1.0 + rs3_after_weight + 8.0),
         "{m}"
     );
-    assert!(metric(&m, "rvs_connection_table_entries ").is_some_and(|v| v >= 20.0), "{m}");
-    assert!(m.lines().any(|l| l.starts_with("rvs_drops_total{reason=\"")), "{m}");
-    assert_eq!(metric(&m, "rvs_reloads_total{result=\"ok\"}"), Some(0.0), "{m}");
+    assert!(
+        metric(&m, "rvs_connection_table_entries ").is_some_and(|v| v >= 20.0),
+        "{m}"
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("rvs_drops_total{reason=\"")),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "rvs_reloads_total{result=\"ok\"}"),
+        Some(0.0),
+        "{m}"
+    );
     let out = rvs(&["reload", "--socket", &sock]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let m = scrape();
-    assert_eq!(metric(&m, "rvs_reloads_total{result=\"ok\"}"), Some(1.0), "{m}");
+    assert_eq!(
+        metric(&m, "rvs_reloads_total{result=\"ok\"}"),
+        Some(1.0),
+        "{m}"
+    );
     // The reload changed no weight in the file: runtime weights stay.
     let r = reals(&services_json(&sock));
     assert_eq!(r["192.0.2.11:8080"]["weight"], 0);

@@ -136,7 +136,7 @@ fn twenty_five_reloads_under_load_lose_nothing() {
 
     std::thread::scope(|scope| {
         let long = scope.spawn(|| {
-            let out = topo.exec_timeout(
+            topo.exec_timeout(
                 "cli",
                 &[
                     "curl",
@@ -151,8 +151,7 @@ fn twenty_five_reloads_under_load_lose_nothing() {
                     "http://203.0.113.10/bytes?n=20000000",
                 ],
                 Duration::from_secs(45),
-            );
-            out
+            )
         });
         // Let the long transfer be scheduled (to rs2, the only server).
         let got = wait_until(Duration::from_secs(5), || {
@@ -218,7 +217,11 @@ fn twenty_five_reloads_under_load_lose_nothing() {
         // 20 good reloads (alternating B, A), a broken one after every 4th.
         let mut current;
         for i in 0..20 {
-            let (name, reals) = if i % 2 == 0 { ("B", &b[..]) } else { ("A", &a[..]) };
+            let (name, reals) = if i % 2 == 0 {
+                ("B", &b[..])
+            } else {
+                ("A", &a[..])
+            };
             std::fs::write(&path, config(&topo, reals)).expect("write config");
             if i % 2 == 0 {
                 // SIGHUP; the daemon logs one "reloaded" line per success.
@@ -258,16 +261,27 @@ fn twenty_five_reloads_under_load_lose_nothing() {
                 );
                 bad += 1;
                 let t = check_monotonic(&mut seen, &format!("after broken reload ({what})"));
-                assert_eq!(weights(&t), current, "a broken file ({what}) changed the table");
+                assert_eq!(
+                    weights(&t),
+                    current,
+                    "a broken file ({what}) changed the table"
+                );
                 // A broken file by SIGHUP too: logged, nothing changes.
                 let before = count_lines(&daemon.log(), "reload failed");
                 daemon.signal(libc::SIGHUP);
                 let logged = wait_until(Duration::from_secs(5), || {
                     (count_lines(&daemon.log(), "reload failed") > before).then_some(())
                 });
-                assert!(logged.is_some(), "SIGHUP with a broken file ({what}) not logged");
+                assert!(
+                    logged.is_some(),
+                    "SIGHUP with a broken file ({what}) not logged"
+                );
                 let t = check_monotonic(&mut seen, "after broken SIGHUP");
-                assert_eq!(weights(&t), current, "a broken SIGHUP ({what}) changed the table");
+                assert_eq!(
+                    weights(&t),
+                    current,
+                    "a broken SIGHUP ({what}) changed the table"
+                );
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -302,13 +316,24 @@ fn twenty_five_reloads_under_load_lose_nothing() {
     // each short request and the long one counted exactly once.
     std::fs::write(&path, config(&topo, &[(1, 1), (2, 1), (3, 1)])).expect("write config");
     let out = rvs(&["reload", "--socket", &sock]);
-    assert!(out.status.success(), "final reload: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "final reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = table(&sock);
     for (addr, (_, conns)) in &t {
-        assert!(*conns >= seen.get(addr).copied().unwrap_or(0), "{addr} went backwards");
+        assert!(
+            *conns >= seen.get(addr).copied().unwrap_or(0),
+            "{addr} went backwards"
+        );
     }
     let total: u64 = t.values().map(|(_, c)| c).sum();
-    assert_eq!(total, (SHORT_REQUESTS + 1) as u64, "connections counted: {t:?}");
+    assert_eq!(
+        total,
+        (SHORT_REQUESTS + 1) as u64,
+        "connections counted: {t:?}"
+    );
     let st = daemon.stop();
     assert!(st.success(), "daemon exit: {st}\n{}", daemon.log());
     eprintln!("e2e_reload took {:?}", started.elapsed());

@@ -39,15 +39,40 @@ const KNOWN: &[(&str, &[&str])] = &[
     (
         "Service",
         &[
-            "Type", "NotifyAccess", "ExecStartPre", "ExecStart", "ExecReload", "Restart",
-            "RestartSec", "TimeoutStopSec", "WatchdogSec", "AmbientCapabilities",
-            "CapabilityBoundingSet", "NoNewPrivileges", "RuntimeDirectory",
-            "RuntimeDirectoryMode", "StateDirectory", "ConfigurationDirectory", "ProtectSystem",
-            "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelModules",
-            "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname",
-            "RestrictSUIDSGID", "RestrictRealtime", "RestrictNamespaces", "LockPersonality",
-            "MemoryDenyWriteExecute", "RestrictAddressFamilies", "SystemCallArchitectures",
-            "SystemCallFilter", "UMask",
+            "Type",
+            "NotifyAccess",
+            "ExecStartPre",
+            "ExecStart",
+            "ExecReload",
+            "Restart",
+            "RestartSec",
+            "TimeoutStopSec",
+            "WatchdogSec",
+            "AmbientCapabilities",
+            "CapabilityBoundingSet",
+            "NoNewPrivileges",
+            "RuntimeDirectory",
+            "RuntimeDirectoryMode",
+            "StateDirectory",
+            "ConfigurationDirectory",
+            "ProtectSystem",
+            "ProtectHome",
+            "PrivateTmp",
+            "PrivateDevices",
+            "ProtectKernelModules",
+            "ProtectKernelLogs",
+            "ProtectControlGroups",
+            "ProtectClock",
+            "ProtectHostname",
+            "RestrictSUIDSGID",
+            "RestrictRealtime",
+            "RestrictNamespaces",
+            "LockPersonality",
+            "MemoryDenyWriteExecute",
+            "RestrictAddressFamilies",
+            "SystemCallArchitectures",
+            "SystemCallFilter",
+            "UMask",
         ],
     ),
     ("Install", &["WantedBy"]),
@@ -61,7 +86,10 @@ fn unit_has_the_required_settings() {
             .iter()
             .find(|(s, _)| s == section)
             .unwrap_or_else(|| panic!("unknown section [{section}]"));
-        assert!(known.1.contains(&key.as_str()), "unknown key {key} in [{section}]");
+        assert!(
+            known.1.contains(&key.as_str()),
+            "unknown key {key} in [{section}]"
+        );
     }
     let get = |k: &str| -> String {
         u.get(&("Service".to_string(), k.to_string()))
@@ -69,7 +97,10 @@ fn unit_has_the_required_settings() {
             .join(" ")
     };
     assert_eq!(get("Type"), "notify");
-    assert_eq!(get("ExecStart"), "/usr/local/bin/rvs run --config /etc/rvs/rvs.toml");
+    assert_eq!(
+        get("ExecStart"),
+        "/usr/local/bin/rvs run --config /etc/rvs/rvs.toml"
+    );
     assert_eq!(get("ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_eq!(get("Restart"), "on-failure");
     assert_eq!(get("AmbientCapabilities"), "CAP_NET_RAW CAP_NET_ADMIN");
