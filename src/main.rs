@@ -229,6 +229,11 @@ fn client(
 ) -> ExitCode {
     match cli::request(&socket_path(c), &req).and_then(|v| print(&v)) {
         Ok(()) => ExitCode::SUCCESS,
+        // "rvs is not running (…)" already names the program.
+        Err(e @ cli::CliError::NotRunning { .. }) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("rvs: {e}");
             ExitCode::FAILURE

@@ -1142,8 +1142,15 @@ impl<'a> Cx<'a> {
         let mut out = Some(Vec::new());
         for r in &list {
             let real = self.real_server(r, vaddr, method, check.as_ref(), interfaces);
-            if let Some(real) = &real {
-                if let Some(&(_, first)) = seen.iter().find(|(a, _)| *a == real.address) {
+            // Duplicates are found by address alone, so a server with some
+            // other mistake (a bad weight) is still reported as a duplicate.
+            let address = real.as_ref().map(|x| x.address).or_else(|| {
+                r.t.get("address")
+                    .and_then(|i| i.as_str())
+                    .and_then(|a| a.parse::<SocketAddrV4>().ok())
+            });
+            if let Some(address) = address {
+                if let Some(&(_, first)) = seen.iter().find(|(a, _)| *a == address) {
                     let pos = self.item_pos(r, "address");
                     let name = if label.is_empty() {
                         String::new()
@@ -1153,14 +1160,13 @@ impl<'a> Cx<'a> {
                     self.error(
                         pos,
                         format!(
-                            "duplicate real server {} in virtual service{name} (first at {first})",
-                            real.address
+                            "duplicate real server {address} in virtual service{name} (first at {first})",
                         ),
                     );
                     out = None;
                     continue;
                 }
-                seen.push((real.address, self.item_pos(r, "address")));
+                seen.push((address, self.item_pos(r, "address")));
             }
             match (real, out.as_mut()) {
                 (Some(real), Some(v)) => v.push(real),
