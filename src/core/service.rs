@@ -19,10 +19,21 @@ use crate::core::host::HostView;
 use crate::core::sched::{self, Scheduler, ServerLoad, ServerSlot};
 
 /// (protocol, VIP, port): a virtual service's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServiceKey {
     pub protocol: Protocol,
     pub addr: SocketAddrV4,
+}
+
+impl std::hash::Hash for ServiceKey {
+    /// One word: looked up for every packet.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(
+            u64::from(u32::from(*self.addr.ip())) << 24
+                | u64::from(self.addr.port()) << 8
+                | self.protocol as u64,
+        );
+    }
 }
 
 impl std::fmt::Display for ServiceKey {
