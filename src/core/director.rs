@@ -101,6 +101,10 @@ pub enum Verdict {
     Drop(DropReason),
     /// Not a packet of rvs; the kernel handles its own copy.
     Pass,
+    /// A GSO super-frame of a flow whose method cannot forward it whole
+    /// (TUN): the driver splits it into MTU-sized segments
+    /// (`wire::gso`) and hands each back to `handle`. Nothing was changed.
+    Segment,
 }
 
 /// One row of `rvs conns`.
@@ -583,6 +587,8 @@ impl Director {
                 if reset && !syn && tcp {
                     return Verdict::Drop(DropReason::RealServerReset);
                 }
+            } else if f.offload.gso_type != 0 && c.method == Method::Tun {
+                return Verdict::Segment;
             } else {
                 let c = shard.get_mut(slot);
                 if tcp {

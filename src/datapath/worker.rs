@@ -13,7 +13,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::core::counters::DropReason;
-use crate::core::director::{Director, Frame, Verdict, HEADROOM, SWEEP_INTERVAL};
+use crate::core::director::{
+    Director, Frame, Offload, Transmit, Verdict, HEADROOM, SWEEP_INTERVAL,
+};
 use crate::core::service::Snapshot;
 use crate::datapath::afpacket::{
     emit_vnet, parse_vnet, send_frames, Batch, PacketSocket, TxDesc, VNET_HDR_LEN,
@@ -22,6 +24,7 @@ use crate::datapath::bpf;
 use crate::datapath::neigh::{self, Neighbours, Pending};
 use crate::datapath::system;
 use crate::wire::ethernet::EthernetFrame;
+use crate::wire::gso;
 
 /// Frames per receive batch. 32 keeps a batch's buffers (32 × 64 KiB)
 /// small while amortising the syscall over many small packets.
@@ -87,6 +90,7 @@ impl Datapath {
                     })
                     .collect(),
                 scratch: vec![0u8; 64],
+                seg: vec![0u8; HEADROOM + neigh::PENDING_FRAME],
             };
             let stop = stop.clone();
             let hb = heartbeats.clone();
@@ -178,6 +182,8 @@ struct Worker {
     tx: Vec<TxDesc>,
     pending: Vec<Pending>,
     scratch: Vec<u8>,
+    /// One segment being forwarded by software GSO (headroom + jumbo MTU).
+    seg: Vec<u8>,
 }
 
 impl Worker {
@@ -247,50 +253,46 @@ impl Worker {
                 ifindex,
                 offload,
             };
-            let Verdict::Transmit(t) = self.director.handle_with(&snap, now, &mut frame) else {
-                continue;
-            };
-            let Some(out) = self.socket_for(t.ifindex) else {
-                self.director.count_drop(DropReason::NoRoute);
-                continue;
-            };
-            let Some(iface) = snap.host.interface(t.ifindex) else {
-                self.director.count_drop(DropReason::NoRoute);
-                continue;
-            };
-            let vnet = emit_vnet(&t.offload);
-            let dst = t
-                .dst_mac
-                .or_else(|| self.neighbours.get(t.ifindex, t.next_hop));
-            let buf = &mut self.batches[k].bufs[i];
-            {
-                let mut eth = EthernetFrame::new_unchecked(&mut buf[t.start..t.start + 14]);
-                eth.set_src_addr(iface.mac);
-                if let Some(d) = dst {
-                    eth.set_dst_addr(d);
+            let t = match self.director.handle_with(&snap, now, &mut frame) {
+                Verdict::Transmit(t) => t,
+                Verdict::Segment => {
+                    self.segment(k, i, &snap, now, ifindex);
+                    continue;
                 }
-            }
-            match dst {
-                Some(_) => self.tx.push(TxDesc {
+                _ => continue,
+            };
+            let buf = &mut self.batches[k].bufs[i];
+            let prep = Self::prepare(
+                &self.sockets,
+                &self.neighbours,
+                &self.director,
+                &snap,
+                &t,
+                buf,
+            );
+            let Some((out, vnet, resolved)) = prep else {
+                continue;
+            };
+            if resolved {
+                self.tx.push(TxDesc {
                     slot: i,
                     start: t.start,
                     len: t.len,
                     vnet,
                     sock: out,
-                }),
-                None => {
-                    let bytes = &self.batches[k].bufs[i][t.start..t.start + t.len];
-                    park(
-                        &mut self.pending,
-                        &self.director,
-                        bytes,
-                        vnet,
-                        t.ifindex,
-                        t.next_hop,
-                        now,
-                    );
-                    self.arp(&snap, out, t.ifindex, t.next_hop);
-                }
+                });
+            } else {
+                let bytes = &self.batches[k].bufs[i][t.start..t.start + t.len];
+                park(
+                    &mut self.pending,
+                    &self.director,
+                    bytes,
+                    vnet,
+                    t.ifindex,
+                    t.next_hop,
+                    now,
+                );
+                self.arp(&snap, out, t.ifindex, t.next_hop);
             }
         }
         for out in 0..self.sockets.len() {
@@ -306,6 +308,89 @@ impl Worker {
             }
         }
         n
+    }
+
+    /// Fills in the Ethernet addresses of a frame to transmit; returns the
+    /// socket it leaves by, its vnet header, and whether the next hop's MAC
+    /// was known (if not, the caller parks the frame and asks by ARP).
+    fn prepare(
+        sockets: &[PacketSocket],
+        neighbours: &Neighbours,
+        director: &Director,
+        snap: &Snapshot,
+        t: &Transmit,
+        buf: &mut [u8],
+    ) -> Option<(usize, [u8; VNET_HDR_LEN], bool)> {
+        let out = sockets.iter().position(|s| s.ifindex == t.ifindex);
+        let (Some(out), Some(iface)) = (out, snap.host.interface(t.ifindex)) else {
+            director.count_drop(DropReason::NoRoute);
+            return None;
+        };
+        let dst = t.dst_mac.or_else(|| neighbours.get(t.ifindex, t.next_hop));
+        let mut eth = EthernetFrame::new_unchecked(&mut buf[t.start..t.start + 14]);
+        eth.set_src_addr(iface.mac);
+        if let Some(d) = dst {
+            eth.set_dst_addr(d);
+        }
+        Some((out, emit_vnet(&t.offload), dst.is_some()))
+    }
+
+    /// Splits the GSO super-frame in slot `i` of batch `k` into segments
+    /// (software GSO) and forwards each through the director.
+    fn segment(&mut self, k: usize, i: usize, snap: &Snapshot, now: Instant, ifindex: u32) {
+        let len = self.batches[k].lens[i];
+        let mss = parse_vnet(&self.batches[k].vnet[i]).gso_size;
+        let frame = &self.batches[k].bufs[i][HEADROOM..HEADROOM + len];
+        let Ok(n) = gso::tcp_segments(frame, mss) else {
+            self.director.count_drop(DropReason::GsoUnsupported);
+            return;
+        };
+        for s in 0..n {
+            let frame = &self.batches[k].bufs[i][HEADROOM..HEADROOM + len];
+            let seg = &mut self.seg[HEADROOM..];
+            let Ok(seg_len) = gso::write_tcp_segment(frame, mss, s, seg) else {
+                self.director.count_drop(DropReason::GsoUnsupported);
+                return;
+            };
+            let mut f = Frame {
+                buf: &mut self.seg,
+                start: HEADROOM,
+                len: seg_len,
+                ifindex,
+                offload: Offload::default(),
+            };
+            let Verdict::Transmit(t) = self.director.handle_with(snap, now, &mut f) else {
+                continue;
+            };
+            let mut seg = std::mem::take(&mut self.seg);
+            let prep = Self::prepare(
+                &self.sockets,
+                &self.neighbours,
+                &self.director,
+                snap,
+                &t,
+                &mut seg,
+            );
+            if let Some((out, vnet, resolved)) = prep {
+                let bytes = &seg[t.start..t.start + t.len];
+                if resolved {
+                    if send_frames(&self.sockets[out], std::iter::once((bytes, vnet))) > 0 {
+                        self.director.count_drop(DropReason::TxError);
+                    }
+                } else {
+                    park(
+                        &mut self.pending,
+                        &self.director,
+                        bytes,
+                        vnet,
+                        t.ifindex,
+                        t.next_hop,
+                        now,
+                    );
+                }
+            }
+            self.seg = seg;
+        }
     }
 
     fn arp(&mut self, snap: &Snapshot, sock: usize, ifindex: u32, target: Ipv4Addr) {
