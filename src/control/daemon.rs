@@ -60,6 +60,9 @@ struct State {
     config: Arc<Config>,
     runtime: RuntimeState,
     director: Arc<Director>,
+    /// The data interfaces the workers opened at start (a reload cannot
+    /// change them).
+    interfaces: Vec<String>,
     filter: FilterHandle,
     health: HealthManager,
     reloads: ReloadCounts,
@@ -102,7 +105,7 @@ impl State {
         self.filter
             .update(&snap)
             .map_err(|e| format!("updating socket filters: {e}"))?;
-        nft::apply(&snap).map_err(|e| e.to_string())
+        nft::apply(&snap, &self.interfaces).map_err(|e| e.to_string())
     }
 
     fn reload(&mut self) -> Result<(), Vec<String>> {
@@ -518,7 +521,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         &runtime,
         Instant::now(),
     ));
-    nft::apply(&director.snapshot())
+    nft::apply(&director.snapshot(), &cfg.daemon.interfaces)
         .map_err(|e| DaemonError::Setup(format!("installing nftables steering: {e}")))?;
     let workers = match cfg.daemon.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -548,6 +551,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             config: cfg.clone(),
             runtime,
             director: director.clone(),
+            interfaces: cfg.daemon.interfaces.clone(),
             filter: datapath.filter_handle(),
             health,
             reloads: ReloadCounts::default(),
