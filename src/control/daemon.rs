@@ -109,7 +109,25 @@ impl State {
     }
 
     fn reload(&mut self) -> Result<(), Vec<String>> {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        // systemd (Type=notify-reload, and RELOADING=1 in general) wants
+        // the CLOCK_MONOTONIC time the reload started.
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid out-parameter.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let usec = format!(
+            "MONOTONIC_USEC={}",
+            i128::from(ts.tv_sec) * 1_000_000 + i128::from(ts.tv_nsec) / 1000
+        );
+        let _ = sd_notify::notify(
+            false,
+            &[
+                sd_notify::NotifyState::Reloading,
+                sd_notify::NotifyState::Custom(&usec),
+            ],
+        );
         let host = HostInfo::from_system();
         let result = match config::load(&self.path, Some(&host)) {
             Ok((cfg, warnings)) => {
