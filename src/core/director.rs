@@ -122,6 +122,9 @@ pub struct ConnInfo {
 thread_local! {
     /// Scheduler input, reused per thread so a new flow allocates nothing.
     static LOADS: RefCell<Vec<ServerLoad>> = const { RefCell::new(Vec::new()) };
+    /// The last (now, base) converted to milliseconds on this thread.
+    static CLOCK: std::cell::Cell<(Option<Instant>, Option<Instant>, u64)> =
+        const { std::cell::Cell::new((None, None, 0)) };
 }
 
 /// The sans-IO director. See the module docs.
@@ -146,7 +149,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    // Not as_millis(): its u128 arithmetic shows in a per-packet profile.
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 fn l4_protocol(p: IpProtocol) -> Option<Protocol> {
@@ -251,7 +257,17 @@ impl Director {
     }
 
     fn now_ms(&self, now: Instant) -> u64 {
-        ms(now.saturating_duration_since(self.base))
+        // Drivers pass one `now` for a whole batch; converting it once per
+        // batch instead of per packet saves ~10% of an established packet.
+        CLOCK.with(|c| {
+            let (at, base, v) = c.get();
+            if at == Some(now) && base == Some(self.base) {
+                return v;
+            }
+            let v = ms(now.saturating_duration_since(self.base));
+            c.set((Some(now), Some(self.base), v));
+            v
+        })
     }
 
     fn shard_of(&self, protocol: Protocol, client: SocketAddrV4) -> &Mutex<Shard> {
@@ -750,7 +766,7 @@ impl Director {
         }
         let partial = f.offload.needs_csum;
         rewrite_l4(f.buf, l4, partial, Endpoint::Src, conn.vaddr);
-        let Some(hop) = snap.host.route(*conn.client.ip()) else {
+        let Some(hop) = snap.route(*conn.client.ip()) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         transmit(f, hop)
@@ -762,7 +778,7 @@ impl Director {
             r.in_bytes.fetch_add(l4.ip_len as u64, Ordering::Relaxed);
         }
         let rip = *c.raddr.ip();
-        let Some(hop) = snap.host.route(rip) else {
+        let Some(hop) = snap.route(rip) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         match c.method {
@@ -1046,7 +1062,7 @@ impl Director {
                 return Verdict::Drop(DropReason::IcmpUnmatched);
             };
             let rip = *c.raddr.ip();
-            let Some(hop) = snap.host.route(rip) else {
+            let Some(hop) = snap.route(rip) else {
                 return Verdict::Drop(DropReason::NoRoute);
             };
             return match c.method {
@@ -1083,7 +1099,7 @@ impl Director {
             let Some(c) = c.filter(|c| !Self::is_dead(snap, c, now)) else {
                 return Verdict::Drop(DropReason::IcmpUnmatched);
             };
-            let Some(hop) = snap.host.route(*c.client.ip()) else {
+            let Some(hop) = snap.route(*c.client.ip()) else {
                 return Verdict::Drop(DropReason::NoRoute);
             };
             rewrite_icmp(

@@ -114,6 +114,51 @@ impl HostView {
     }
 }
 
+/// [`HostView::route`] compiled for the packet path: every candidate
+/// (routes and connected subnets, whose interface exists) as masked words,
+/// longest prefix first, so a lookup is a short scan that stops at the
+/// first match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    entries: Vec<(u32, u32, u32, Option<Ipv4Addr>)>,
+}
+
+impl RouteTable {
+    pub fn new(host: &HostView) -> RouteTable {
+        let mut e: Vec<(u8, u32, u32, u32, Option<Ipv4Addr>)> = Vec::new();
+        for r in &host.routes {
+            if host.interface(r.ifindex).is_some() {
+                let m = mask(r.prefix);
+                e.push((r.prefix, m, u32::from(r.dst) & m, r.ifindex, r.gateway));
+            }
+        }
+        for i in &host.interfaces {
+            for &(a, p) in &i.addrs {
+                let m = mask(p);
+                e.push((p, m, u32::from(a) & m, i.index, None));
+            }
+        }
+        // Longest prefix first; among equals, the kernel's routes before
+        // connected subnets (stable sort keeps insertion order).
+        e.sort_by(|a, b| b.0.cmp(&a.0));
+        RouteTable {
+            entries: e.into_iter().map(|(_, m, n, i, g)| (m, n, i, g)).collect(),
+        }
+    }
+
+    #[inline]
+    pub fn route(&self, dst: Ipv4Addr) -> Option<Hop> {
+        let d = u32::from(dst);
+        self.entries
+            .iter()
+            .find(|&&(m, n, _, _)| d & m == n)
+            .map(|&(_, _, ifindex, gw)| Hop {
+                ifindex,
+                next_hop: gw.unwrap_or(dst),
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +198,16 @@ mod tests {
         );
         assert_eq!(h.source_addr(2), Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(h.source_addr(9), None);
+        let t = RouteTable::new(&h);
+        for a in [
+            [192, 0, 2, 11],
+            [198, 51, 100, 2],
+            [10, 0, 0, 1],
+            [192, 0, 2, 254],
+        ] {
+            let a = Ipv4Addr::from(a);
+            assert_eq!(t.route(a), h.route(a), "{a}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::core::config::{Config, ConnPolicy, Method, Persistence, Protocol, ServiceConfig};
 use crate::core::conntrack::RealId;
 use crate::core::hash::{FastBuild, FastMap, FastSet};
-use crate::core::host::HostView;
+use crate::core::host::{HostView, RouteTable};
 use crate::core::sched::{self, Scheduler, ServerLoad, ServerSlot};
 
 /// (protocol, VIP, port): a virtual service's identity.
@@ -238,6 +238,8 @@ pub struct Snapshot {
     nat_reals: FastSet<(Protocol, SocketAddrV4)>,
     /// Every real server known so far, indexed by `RealId`.
     pub reals: Vec<Arc<RealState>>,
+    /// `host`'s routes compiled for per-packet lookups.
+    pub routes: RouteTable,
 }
 
 impl Snapshot {
@@ -261,6 +263,12 @@ impl Snapshot {
 
     pub fn nat_reals(&self) -> impl Iterator<Item = (Protocol, SocketAddrV4)> + '_ {
         self.nat_reals.iter().copied()
+    }
+
+    /// Egress interface and next hop toward `dst`.
+    #[inline]
+    pub fn route(&self, dst: Ipv4Addr) -> Option<crate::core::host::Hop> {
+        self.routes.route(dst)
     }
 
     pub fn real(&self, id: RealId) -> Option<&Arc<RealState>> {
@@ -405,6 +413,7 @@ impl Snapshot {
             }
         }
         Snapshot {
+            routes: RouteTable::new(&host),
             config,
             host,
             services,
