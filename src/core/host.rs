@@ -140,7 +140,7 @@ impl RouteTable {
         }
         // Longest prefix first; among equals, the kernel's routes before
         // connected subnets (stable sort keeps insertion order).
-        e.sort_by(|a, b| b.0.cmp(&a.0));
+        e.sort_by_key(|x| std::cmp::Reverse(x.0));
         RouteTable {
             entries: e.into_iter().map(|(_, m, n, i, g)| (m, n, i, g)).collect(),
         }
