@@ -692,15 +692,16 @@ impl Director {
         let half_open = |c: &Conn| {
             c.protocol == Protocol::Tcp && TcpState::from_u8(c.state) == TcpState::SynRecv
         };
-        // Twice: another worker may take the room an eviction made.
-        for _ in 0..2 {
-            if self
-                .entries
+        let reserve = || {
+            self.entries
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     (n < max).then_some(n + 1)
                 })
                 .is_ok()
-            {
+        };
+        // A few rounds: another worker may take the room an eviction made.
+        for _ in 0..3 {
+            if reserve() {
                 return true;
             }
             match shard.find_evictable(EVICT_BUDGET, half_open) {
@@ -715,7 +716,7 @@ impl Director {
                 }
             }
         }
-        false
+        reserve()
     }
 
     /// Evicts one entry for which `evictable` holds from a shard other
