@@ -115,6 +115,9 @@ pub struct Shard {
     index: FastMap<FlowKey, u32>,
     reply: FastMap<FlowKey, u32>,
     cursor: usize,
+    /// Where the next eviction search starts; advanced by each search so
+    /// that eviction looks at the whole shard over time.
+    evict_cursor: usize,
 }
 
 impl Shard {
@@ -125,6 +128,7 @@ impl Shard {
             index: FastMap::with_hasher(hasher),
             reply: FastMap::with_hasher(hasher),
             cursor: 0,
+            evict_cursor: 0,
         }
     }
 
@@ -217,14 +221,29 @@ impl Shard {
         }
     }
 
-    /// One entry that has not completed its handshake (for eviction when
-    /// the table is full, like IPVS's drop_entry), searched from the
-    /// cursor within `budget` slots.
-    pub fn find_evictable(&self, budget: usize, evictable: impl Fn(&Conn) -> bool) -> Option<u32> {
+    /// The oldest (soonest to expire) live entry for which `evictable`
+    /// holds among `budget` slots from the eviction cursor, which then
+    /// moves past them. For eviction when the table is full, like IPVS's
+    /// drop_entry. Picking the oldest matters: a freed slot is reused by
+    /// the very next insert, so "the first match" would evict the newest
+    /// half-open entry again and again — under a SYN flood that is the
+    /// legitimate client whose handshake is still in flight.
+    pub fn find_evictable(
+        &mut self,
+        budget: usize,
+        evictable: impl Fn(&Conn) -> bool,
+    ) -> Option<u32> {
         let n = self.slots.len();
-        (0..budget.min(n))
-            .map(|k| (self.cursor + k) % n)
-            .find(|&i| self.slots[i].live && evictable(&self.slots[i].conn))
+        if n == 0 {
+            return None;
+        }
+        let start = self.evict_cursor % n;
+        let budget = budget.min(n);
+        self.evict_cursor = (start + budget) % n;
+        (0..budget)
+            .map(|k| (start + k) % n)
+            .filter(|&i| self.slots[i].live && evictable(&self.slots[i].conn))
+            .min_by_key(|&i| self.slots[i].conn.expires)
             .and_then(|i| u32::try_from(i).ok())
     }
 
@@ -315,5 +334,22 @@ mod tests {
         assert_eq!(gone, vec![0, 1, 2, 3, 4]);
         assert_eq!(s.len(), 5);
         assert!(s.find_evictable(10, |c| c.expires == 9).is_some());
+    }
+
+    #[test]
+    fn eviction_picks_the_oldest_match_and_moves_on() {
+        let mut s = Shard::new(FastBuild::with_key(7));
+        // expires = port: 10..=17; odd ports are "half-open".
+        for p in [13, 11, 17, 15, 10, 12, 14, 16] {
+            s.insert(conn(p, Method::Dr));
+        }
+        let odd = |c: &Conn| c.client.port() % 2 == 1;
+        let first = s.find_evictable(4, odd).expect("a match in the first 4");
+        assert_eq!(s.get(first).client.port(), 11, "oldest of 13, 11, 17, 15");
+        // The next search starts after those 4 slots: 10, 12, 14, 16.
+        assert_eq!(s.find_evictable(4, odd), None);
+        let again = s.find_evictable(4, odd).expect("wrapped around");
+        assert_eq!(s.get(again).client.port(), 11);
+        assert_eq!(s.find_evictable(100, |_| false), None);
     }
 }

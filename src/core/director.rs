@@ -635,33 +635,24 @@ impl Director {
                 });
             }
         }
-        if self.entries.load(Ordering::Relaxed) >= snap.config.daemon.max_connections as usize {
-            // Like IPVS drop_entry: make room by evicting a connection that
-            // never completed its handshake.
-            let half_open = |c: &Conn| {
-                c.protocol == Protocol::Tcp && TcpState::from_u8(c.state) == TcpState::SynRecv
-            };
-            match shard.find_evictable(EVICT_BUDGET, half_open) {
-                Some(slot) => {
-                    let c = shard.remove(slot);
-                    self.release(snap, &c, now);
-                }
-                None => {
-                    if !self.evict_elsewhere(snap, now, own, half_open) {
-                        return Verdict::Drop(DropReason::TableFull);
-                    }
-                }
-            }
+        // Room for the new entry is reserved before it exists, so workers
+        // racing on different shards cannot overshoot max_connections.
+        if !self.reserve_entry(snap, now, &mut shard, own) {
+            return Verdict::Drop(DropReason::TableFull);
         }
         let Some((idx, templated)) = self.schedule(snap, now, svc, *l4.src.ip()) else {
             drop(shard);
+            self.entries.fetch_sub(1, Ordering::Relaxed);
             self.drops.add(DropReason::NoRealServer);
             return self.refuse(snap, f, l4);
         };
         let real = if idx == usize::MAX {
             match svc.sorry.as_ref() {
                 Some(r) => r,
-                None => return Verdict::Drop(DropReason::NoRealServer),
+                None => {
+                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                    return Verdict::Drop(DropReason::NoRealServer);
+                }
             }
         } else {
             &svc.reals[idx]
@@ -699,14 +690,55 @@ impl Director {
         // A NAT reply tuple already taken by another client flow cannot be
         // told apart on the way back; refuse rather than mix two flows.
         if conn.method == Method::Nat && shard.find_reply(&conn.reply_key()).is_some() {
-            self.entries.fetch_add(1, Ordering::Relaxed);
+            // release() gives the reserved room back.
             self.release(snap, &conn, now);
             return Verdict::Drop(DropReason::NoRealServer);
         }
+        // Counted by reserve_entry.
         shard.insert(conn);
-        self.entries.fetch_add(1, Ordering::Relaxed);
         drop(shard);
         self.forward_in(snap, f, &conn, l4)
+    }
+
+    /// Counts one more entry if the table has room; when it is full, first
+    /// evicts the oldest connection that never completed its handshake
+    /// (own shard first, then the others). False: no room (table_full).
+    fn reserve_entry(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        shard: &mut MutexGuard<'_, Shard>,
+        own: &Mutex<Shard>,
+    ) -> bool {
+        let max = snap.config.daemon.max_connections as usize;
+        let half_open = |c: &Conn| {
+            c.protocol == Protocol::Tcp && TcpState::from_u8(c.state) == TcpState::SynRecv
+        };
+        let reserve = || {
+            self.entries
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_ok()
+        };
+        // A few rounds: another worker may take the room an eviction made.
+        for _ in 0..3 {
+            if reserve() {
+                return true;
+            }
+            match shard.find_evictable(EVICT_BUDGET, half_open) {
+                Some(slot) => {
+                    let c = shard.remove(slot);
+                    self.release(snap, &c, now);
+                }
+                None => {
+                    if !self.evict_elsewhere(snap, now, own, half_open) {
+                        return false;
+                    }
+                }
+            }
+        }
+        reserve()
     }
 
     /// Evicts one entry for which `evictable` holds from a shard other

@@ -1473,6 +1473,65 @@ fn a_full_table_evicts_a_half_open_entry_first() {
     }
 }
 
+#[test]
+fn a_syn_flood_does_not_evict_a_handshake_in_flight() {
+    // The table is full of spoofed half-open entries; a legitimate SYN
+    // gets room, more flood SYNs arrive before its ACK, and the ACK still
+    // finds its entry: eviction takes the oldest half-open entry, not the
+    // newest (which sits in the slot the last eviction freed).
+    let t0 = Instant::now();
+    let mut c = base_config();
+    c.daemon.max_connections = 1024;
+    let d = director(c, t0);
+    let vip = sa(VIP_DR, 80);
+    let spoofed = |k: u32| {
+        sa(
+            Ipv4Addr::new(198, 51, 100, 100 + (k % 151) as u8),
+            1024 + (k / 151) as u16,
+        )
+    };
+    for k in 0..1024 {
+        verdict(&d, t0, &syn(spoofed(k), vip));
+    }
+    assert_eq!(d.entries(), 1024);
+    let t1 = t0 + Duration::from_secs(1);
+    let legit = sa(CLIENT, 49000);
+    assert!(is_tx(verdict(&d, t1, &syn(legit, vip))));
+    for k in 1024..1424 {
+        assert!(is_tx(verdict(&d, t1, &syn(spoofed(k), vip))));
+        assert!(d.entries() <= 1024);
+    }
+    assert!(is_tx(verdict(&d, t1, &ack(legit, vip))));
+    assert_eq!(state_of(&d, t1, legit), Some("ESTABLISHED"));
+    assert_eq!(d.entries(), 1024);
+    assert_eq!(d.drops().get(DropReason::TableFull), 0);
+}
+
+#[test]
+fn racing_workers_never_overshoot_max_connections() {
+    // Two workers on different shards both see room for one more entry:
+    // only one may take it (the cap is reserved, not checked then added).
+    let t0 = Instant::now();
+    let mut c = base_config();
+    c.daemon.max_connections = 64;
+    let d = director(c, t0);
+    let vip = sa(VIP_DR, 80);
+    std::thread::scope(|s| {
+        for w in 0..4u8 {
+            let d = &d;
+            s.spawn(move || {
+                for k in 0..2000u16 {
+                    let client = sa(Ipv4Addr::new(198, 51, 100, 100 + w), 1024 + k);
+                    verdict(d, t0, &syn(client, vip));
+                    assert!(d.entries() <= 64, "{} entries", d.entries());
+                }
+            });
+        }
+    });
+    assert_eq!(d.entries(), 64);
+    assert_eq!(d.connections(t0).len(), 64);
+}
+
 // ---- persistence, weights, reloads ------------------------------------------------
 
 fn templates(d: &Director, now: Instant) -> Vec<crate::core::director::ConnInfo> {
