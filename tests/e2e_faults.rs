@@ -166,7 +166,7 @@ fn small_tcp_buffers(topo: &Topology) {
 }
 
 fn table_present(topo: &Topology) -> bool {
-    topo.exec("dir", &["nft", "list", "table", "inet", "rvs"])
+    topo.exec("dir", &["nft", "list", "table", "netdev", "rvs"])
         .status
         .success()
 }
@@ -195,7 +195,7 @@ fn sigkill_leaves_stale_table_restart_replaces_it_sigterm_cleans_up() {
     assert!(first.wait_exit(T).is_some(), "rvs survived SIGKILL");
     // What a crash leaves: the steering table, which now blackholes the VIP.
     assert!(table_present(&topo), "no stale table after SIGKILL");
-    let listing = topo.exec_ok("dir", &["nft", "list", "table", "inet", "rvs"]);
+    let listing = topo.exec_ok("dir", &["nft", "list", "table", "netdev", "rvs"]);
     assert!(listing.contains("203.0.113.10"), "{listing}");
     let dead = topo.curl(URL, Duration::from_millis(1500));
     assert!(dead.is_err(), "VIP answered with rvs dead: {dead:?}");
@@ -219,7 +219,7 @@ fn sigkill_leaves_stale_table_restart_replaces_it_sigterm_cleans_up() {
     );
     let listing = topo.exec_ok("dir", &["nft", "list", "ruleset"]);
     assert_eq!(
-        listing.matches("table inet rvs").count(),
+        listing.matches("table netdev rvs").count(),
         1,
         "one rvs table expected:\n{listing}"
     );
@@ -238,7 +238,7 @@ fn sigkill_leaves_stale_table_restart_replaces_it_sigterm_cleans_up() {
     );
     let status = status.expect("rvs did not exit within 2 s of SIGTERM");
     assert_eq!(status.code(), Some(0), "exit status {status}");
-    assert!(!table_present(&topo), "table inet rvs left after SIGTERM");
+    assert!(!table_present(&topo), "table netdev rvs left after SIGTERM");
     assert!(
         !topo.tmp_dir().join("control.sock").exists(),
         "control socket left after SIGTERM"
