@@ -85,12 +85,14 @@ enum Command {
         real: String,
         weight: u32,
     },
-    /// Weight 0: no new connections; existing ones finish.
+    /// Weight 0: no new connections; existing ones finish. With RIP:PORT
+    /// alone, in every service that has that real server.
     Drain {
         #[command(flatten)]
         client: ClientArgs,
-        service: String,
-        real: String,
+        /// [VIP:PORT[/tcp|/udp]] RIP:PORT
+        #[arg(num_args = 1..=2, required = true, value_name = "[VIP:PORT] RIP:PORT")]
+        targets: Vec<String>,
     },
     /// Zero the packet/byte/connection counters.
     Zero {
@@ -297,9 +299,12 @@ fn main() -> ExitCode {
         ),
         Command::Drain {
             client: c,
-            service,
-            real,
-        } => client(&c, Request::Drain { service, real }, |_| Ok(())),
+            mut targets,
+        } => {
+            let real = targets.pop().unwrap_or_default();
+            let service = targets.pop();
+            client(&c, Request::Drain { service, real }, |_| Ok(()))
+        }
         Command::Zero { client: c } => client(&c, Request::Zero, |_| Ok(())),
         Command::Realserver { action } => realserver(action),
         Command::TunnelEndpoint { vips, device } => {

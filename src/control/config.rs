@@ -222,6 +222,7 @@ const DAEMON_KEYS: &[&str] = &[
     "workers",
     "sloppy_tcp",
     "seed",
+    "state_dir",
 ];
 const TIMEOUT_KEYS: &[&str] = &[
     "tcp_established",
@@ -658,6 +659,16 @@ impl<'a> Cx<'a> {
             }
             other => other.map(|o| o.map(|(s, _)| PathBuf::from(s))),
         };
+        let state_dir = match self.string(t, "state_dir") {
+            Ok(Some((s, pos))) if !s.starts_with('/') => {
+                self.error(
+                    pos,
+                    format!("`state_dir` must be an absolute path, found \"{s}\""),
+                );
+                Err(Bad)
+            }
+            other => other.map(|o| o.map(|(s, _)| PathBuf::from(s))),
+        };
         let metrics_address = match self.string(t, "metrics_address") {
             Ok(Some((s, pos))) => match s.parse::<SocketAddr>() {
                 Ok(a) => Ok(Some(a)),
@@ -692,6 +703,7 @@ impl<'a> Cx<'a> {
                 seed.map(|o| o.map(|(n, _)| n.unsigned_abs())),
                 defaults.seed,
             )?,
+            state_dir: or(state_dir, defaults.state_dir)?,
         })
     }
 

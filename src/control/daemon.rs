@@ -3,7 +3,7 @@
 //! control socket, health events and metrics until told to stop, and
 //! removes what it installed on the way out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use crate::control::config::{self, Diagnostic, HostInfo, Severity};
 use crate::control::health::{Health, HealthEvent, HealthManager};
 use crate::control::metrics::{self, ReloadCounts};
 use crate::control::protocol::{ConnJson, RealJson, Request, ServiceJson};
+use crate::control::state;
 use crate::core::config::{Config, ConnPolicy, Protocol};
 use crate::core::conntrack::RealId;
 use crate::core::service::{RealKey, RuntimeState, ServiceKey};
@@ -69,6 +70,8 @@ struct State {
     transitions: u64,
     samples: HashMap<RealId, Sample>,
     rates: HashMap<RealId, Rate>,
+    /// Services whose up weight is below their quorum (logged on crossing).
+    below_quorum: HashSet<ServiceKey>,
 }
 
 fn log_diagnostics(diags: &[Diagnostic]) {
@@ -154,8 +157,11 @@ impl State {
                     weight_in(&prev) == weight_in(&cfg) && weight_in(&cfg).is_some()
                 });
                 self.config = Arc::new(cfg);
+                self.save_state();
                 self.health.sync(&self.config);
-                match self.apply() {
+                let applied = self.apply();
+                self.check_quorum();
+                match applied {
                     Ok(()) => {
                         self.reloads.ok += 1;
                         tracing::info!(
@@ -206,16 +212,65 @@ impl State {
             if down && self.director.on_down_policy(ev.real.0) == ConnPolicy::Reset {
                 self.director.reset_real(ev.real.0, ev.real.1);
             }
-            self.log_quorum();
+            self.check_quorum();
         }
     }
 
-    fn log_quorum(&self) {
-        for s in &self.director.snapshot().services {
-            if s.config.quorum > 0 && s.up_weight() < s.config.quorum {
-                tracing::warn!(service = %s.key, "up weight {} is below quorum {}", s.up_weight(), s.config.quorum);
+    /// Logs a service crossing its quorum, once per crossing each way (the
+    /// `rvs_service_degraded` metric follows the same test).
+    fn check_quorum(&mut self) {
+        let snap = self.director.snapshot();
+        let mut seen = HashSet::new();
+        for s in snap.services.iter().filter(|s| s.accepting) {
+            seen.insert(s.key);
+            let q = s.config.quorum;
+            let below = q > 0 && s.up_weight() < q;
+            if below && self.below_quorum.insert(s.key) {
+                tracing::warn!(service = %s.key, "service is below quorum: up weight {} < quorum {q}", s.up_weight());
+            } else if !below && self.below_quorum.remove(&s.key) {
+                tracing::info!(service = %s.key, "service quorum restored: up weight {} >= quorum {q}", s.up_weight());
             }
         }
+        self.below_quorum.retain(|k| seen.contains(k));
+    }
+
+    /// Writes the runtime weights to the state file (errors are logged: the
+    /// running table does not depend on it).
+    fn save_state(&self) {
+        let dir = &self.config.daemon.state_dir;
+        if let Err(e) = state::save(dir, &self.config, &self.runtime.weights) {
+            tracing::warn!(
+                "cannot save runtime weights to {}: {e}",
+                state::path(dir).display()
+            );
+        }
+    }
+
+    /// `rvs drain RIP:PORT`: weight 0 in every service that has the server.
+    fn drain_everywhere(&mut self, real: &str) -> Result<(), String> {
+        let addr: SocketAddrV4 = real
+            .parse()
+            .map_err(|_| format!("`{real}` is not IP:PORT"))?;
+        let keys: Vec<ServiceKey> = self
+            .config
+            .services
+            .iter()
+            .filter(|s| s.real_servers.iter().any(|r| r.address == addr))
+            .map(|s| ServiceKey {
+                protocol: s.protocol,
+                addr: s.address,
+            })
+            .collect();
+        if keys.is_empty() {
+            return Err(format!("no service has real server {addr}"));
+        }
+        for k in keys {
+            self.runtime.weights.insert((k, addr), 0);
+        }
+        self.save_state();
+        let r = self.apply();
+        self.check_quorum();
+        r
     }
 
     fn set_weight(&mut self, service: &str, real: &str, weight: u32) -> Result<(), String> {
@@ -235,7 +290,10 @@ impl State {
             return Err("weight must be 0..=65535".into());
         }
         self.runtime.weights.insert((svc, addr), weight);
-        self.apply()
+        self.save_state();
+        let r = self.apply();
+        self.check_quorum();
+        r
     }
 
     fn sample_rates(&mut self) {
@@ -288,6 +346,12 @@ impl State {
                             address: r.addr.to_string(),
                             method: r.method.as_str().into(),
                             weight: r.weight,
+                            weight_source: if self.runtime.weights.contains_key(&rk) {
+                                "runtime"
+                            } else {
+                                "file"
+                            }
+                            .into(),
                             effective_weight: r.effective_weight,
                             health: self.health.state(&rk).as_str().into(),
                             active: st.map_or(0, |s| s.active.load(Relaxed)),
@@ -375,10 +439,16 @@ impl State {
                 Ok(()) => json!({"ok": true}),
                 Err(e) => fail(e),
             },
-            Request::Drain { service, real } => match self.set_weight(&service, &real, 0) {
-                Ok(()) => json!({"ok": true}),
-                Err(e) => fail(e),
-            },
+            Request::Drain { service, real } => {
+                let r = match service {
+                    Some(service) => self.set_weight(&service, &real, 0),
+                    None => self.drain_everywhere(&real),
+                };
+                match r {
+                    Ok(()) => json!({"ok": true}),
+                    Err(e) => fail(e),
+                }
+            }
             Request::Zero => {
                 for r in &self.director.snapshot().reals {
                     r.zero_stats();
@@ -532,7 +602,26 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             .ok_or_else(|| DaemonError::Setup(format!("interface {name} does not exist")))?;
         ifindexes.push(i.index);
     }
-    let runtime = RuntimeState::default();
+    let mut runtime = RuntimeState::default();
+    match state::load(&cfg.daemon.state_dir, &cfg) {
+        Ok((weights, dropped)) => {
+            for d in dropped {
+                tracing::info!("{d}");
+            }
+            if !weights.is_empty() {
+                tracing::info!(
+                    count = weights.len(),
+                    "runtime weights restored from {}",
+                    state::path(&cfg.daemon.state_dir).display()
+                );
+            }
+            runtime.weights = weights;
+        }
+        Err(e) => tracing::warn!(
+            "ignoring the state file {}: {e}",
+            state::path(&cfg.daemon.state_dir).display()
+        ),
+    }
     let director = Arc::new(Director::new(
         cfg.clone(),
         Arc::new(host),
@@ -576,7 +665,14 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             transitions: 0,
             samples: HashMap::new(),
             rates: HashMap::new(),
+            below_quorum: HashSet::new(),
         }));
+        {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            // Entries dropped at load leave the file now, not at the next change.
+            st.save_state();
+            st.check_quorum();
+        }
         let listener = bind_control_socket(&cfg.daemon.control_socket).map_err(DaemonError::Setup)?;
         {
             let state = state.clone();
@@ -615,6 +711,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
         };
         let mut wd = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut stalled = false;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         tracing::info!(
             services = cfg.services.len(),
@@ -634,10 +731,16 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
                     let _ = tokio::task::spawn_blocking(move || st.lock().unwrap_or_else(|e| e.into_inner()).on_health(ev)).await;
                 }
                 _ = wd.tick(), if watchdog.is_some() => {
-                    // Only report liveness while every worker is turning.
-                    let now = datapath.heartbeats.iter().map(|h| h.load(std::sync::atomic::Ordering::Relaxed)).min().unwrap_or(0);
-                    let _ = now;
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    // Only report liveness while every worker is turning: a
+                    // stuck worker lets systemd's watchdog restart us.
+                    let max_age = watchdog.unwrap_or_default().clamp(Duration::from_millis(250), Duration::from_secs(2));
+                    if datapath.workers_alive(max_age) {
+                        stalled = false;
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    } else if !stalled {
+                        stalled = true;
+                        tracing::error!("a packet worker has not turned for {max_age:?}; withholding the watchdog ping");
+                    }
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,

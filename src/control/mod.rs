@@ -10,3 +10,4 @@ pub mod duration;
 pub mod health;
 pub mod metrics;
 pub mod protocol;
+pub mod state;

@@ -2,7 +2,8 @@
 //!
 //! Request: `{"cmd": "conns"}`, `{"cmd": "services"}`, `{"cmd": "reload"}`,
 //! `{"cmd": "weight", "service": "203.0.113.10:80/tcp", "real": "192.0.2.11:8080", "weight": 0}`,
-//! `{"cmd": "drain", "service": …, "real": …}`, `{"cmd": "zero"}`,
+//! `{"cmd": "drain", "service": …, "real": …}` (`service` optional: every
+//! service with that real server), `{"cmd": "zero"}`,
 //! `{"cmd": "status"}`. `service` may omit `/tcp`.
 //! Response: `{"ok": true, …}` with the command's fields, or
 //! `{"ok": false, "error": "one line", "errors": ["file:line:col: …"]}`.
@@ -24,8 +25,10 @@ pub enum Request {
         real: String,
         weight: u32,
     },
+    /// Without `service`: weight 0 in every service that has `real`.
     Drain {
-        service: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
         real: String,
     },
     Zero,
@@ -49,6 +52,9 @@ pub struct RealJson {
     pub address: String,
     pub method: String,
     pub weight: u32,
+    /// "file", or "runtime" for a weight set with `rvs weight`/`rvs drain`.
+    #[serde(default)]
+    pub weight_source: String,
     pub effective_weight: u32,
     /// "up", "down" or "unknown" (no check yet / none configured).
     pub health: String,

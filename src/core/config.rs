@@ -225,6 +225,9 @@ pub struct DaemonConfig {
     pub sloppy_tcp: bool,
     /// Seed for schedulers that hash (mh, sh) and for the table hash.
     pub seed: u64,
+    /// Where runtime state (weights set with `rvs weight`) survives a
+    /// restart; systemd's StateDirectory=rvs.
+    pub state_dir: PathBuf,
 }
 
 impl Default for DaemonConfig {
@@ -237,6 +240,7 @@ impl Default for DaemonConfig {
             workers: 0,
             sloppy_tcp: false,
             seed: 0,
+            state_dir: PathBuf::from("/var/lib/rvs"),
         }
     }
 }

@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -140,7 +140,17 @@ pub struct Director {
     hasher: FastBuild,
     base: Instant,
     last_sweep_ms: AtomicU64,
+    /// TCP flows of a reset real server that the sweep reclaimed before
+    /// their next packet (key → forget at, ms): that packet is still
+    /// counted as `real_server_reset`. Bounded by [`RESET_MEMORY_CAP`];
+    /// looked at only on the no-connection drop path.
+    reset_flows: Mutex<FastMap<FlowKey, u64>>,
+    reset_flows_any: AtomicBool,
 }
+
+/// How long a reclaimed reset flow is remembered (IPVS's TCP CLOSE timeout).
+const RESET_MEMORY_MS: u64 = 10_000;
+const RESET_MEMORY_CAP: usize = 65_536;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned shard still holds consistent entries (every mutation is a
@@ -219,6 +229,8 @@ impl Director {
             hasher,
             base: now,
             last_sweep_ms: AtomicU64::new(0),
+            reset_flows: Mutex::new(FastMap::with_hasher(hasher)),
+            reset_flows_any: AtomicBool::new(false),
         }
     }
 
@@ -630,6 +642,8 @@ impl Director {
             if (!syn || ack) && !sloppy {
                 return Verdict::Drop(if l4.tcp_flags == 0 {
                     DropReason::BadTcpFlags
+                } else if self.was_reset(&key, now) {
+                    DropReason::RealServerReset
                 } else {
                     DropReason::NoConnection
                 });
@@ -1179,8 +1193,17 @@ impl Director {
             // Released outside the conn shard lock is fine too, but template
             // locks are always taken after conn locks, never before.
             for c in dead.drain(..) {
+                if c.protocol == Protocol::Tcp && c.expires > now {
+                    // Dead by epoch: a reset server's flow.
+                    self.remember_reset(FlowKey::new(c.protocol, c.client, c.vaddr), now);
+                }
                 self.release(&snap, &c, now);
             }
+        }
+        if self.reset_flows_any.load(Ordering::Relaxed) {
+            let mut m = lock(&self.reset_flows);
+            m.retain(|_, until| *until > now);
+            self.reset_flows_any.store(!m.is_empty(), Ordering::Relaxed);
         }
         let i = self.template_cursor.fetch_add(1, Ordering::Relaxed) % TEMPLATE_SHARDS;
         let mut t = lock(&self.templates[i]);
@@ -1193,6 +1216,23 @@ impl Director {
             }
             keep
         });
+    }
+
+    fn remember_reset(&self, key: FlowKey, now: u64) {
+        let mut m = lock(&self.reset_flows);
+        if m.len() < RESET_MEMORY_CAP {
+            m.insert(key, now + RESET_MEMORY_MS);
+            self.reset_flows_any.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A packet without a connection: one of a reset flow the sweep
+    /// already reclaimed?
+    fn was_reset(&self, key: &FlowKey, now: u64) -> bool {
+        self.reset_flows_any.load(Ordering::Relaxed)
+            && lock(&self.reset_flows)
+                .get(key)
+                .is_some_and(|&until| until > now)
     }
 
     /// The live table, templates included (`rvs conns`).

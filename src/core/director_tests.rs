@@ -1794,10 +1794,22 @@ fn reset_real_ends_a_servers_connections_now() {
     // The server itself stays: a new SYN is scheduled to it afresh.
     assert!(is_tx(verdict(&d, t0, &syn(c1, vip))));
     assert_eq!(counts(&d, rip), (0, 1));
-    // A dead entry the sweep finds is released too.
+    // A dead entry the sweep finds is released too, and the flow's next
+    // packet is still counted as a reset, not as an unknown connection.
     d.reset_real(key, rip);
     sweep(&d, t0);
     assert_eq!((d.entries(), counts(&d, rip)), (0, (0, 0)));
+    let before = d.drops().get(DropReason::RealServerReset);
+    assert_eq!(
+        verdict(&d, t0, &ack(c1, vip)),
+        Verdict::Drop(DropReason::RealServerReset)
+    );
+    assert_eq!(d.drops().get(DropReason::RealServerReset), before + 1);
+    // Another unknown flow is not.
+    assert_eq!(
+        verdict(&d, t0, &ack(c2, vip)),
+        Verdict::Drop(DropReason::NoConnection)
+    );
 }
 
 // ---- never a panic ------------------------------------------------------------------

@@ -39,8 +39,10 @@ pub struct Datapath {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     pub neighbours: Arc<Neighbours>,
-    /// Last time (ms since start) each worker finished a loop: liveness.
+    /// Last time (ms since `started`) each worker finished a loop: liveness.
     pub heartbeats: Arc<Vec<AtomicU64>>,
+    /// The origin of `heartbeats`.
+    pub started: Instant,
     /// Every worker socket, for filter updates from the control plane.
     fds: Vec<std::os::fd::RawFd>,
 }
@@ -119,6 +121,7 @@ impl Datapath {
             threads,
             neighbours,
             heartbeats,
+            started: t0,
             fds,
         })
     }
@@ -129,6 +132,21 @@ impl Datapath {
         FilterHandle {
             fds: self.fds.clone(),
         }
+    }
+
+    /// True while every worker finished a loop within `max_age` (a worker
+    /// wakes at least every 50 ms): what the systemd watchdog ping proves.
+    pub fn workers_alive(&self, max_age: Duration) -> bool {
+        let beats: Vec<u64> = self
+            .heartbeats
+            .iter()
+            .map(|h| h.load(Ordering::Relaxed))
+            .collect();
+        all_recent(
+            &beats,
+            u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX),
+        )
     }
 
     pub fn stop(self) {
@@ -155,6 +173,15 @@ impl FilterHandle {
         }
         Ok(())
     }
+}
+
+/// Every heartbeat (ms since start) is at most `max_age_ms` older than
+/// `now_ms`; false with no worker at all.
+fn all_recent(beats: &[u64], now_ms: u64, max_age_ms: u64) -> bool {
+    !beats.is_empty()
+        && beats
+            .iter()
+            .all(|&b| now_ms.saturating_sub(b) <= max_age_ms)
 }
 
 fn seed_neighbours(n: &Neighbours, snap: &Snapshot) {
@@ -481,5 +508,20 @@ fn park(
             p.used = true;
         }
         _ => director.count_drop(DropReason::NeighbourPending),
+    }
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::all_recent;
+
+    #[test]
+    fn every_worker_must_be_recent() {
+        assert!(all_recent(&[990, 1000], 1000, 100));
+        assert!(!all_recent(&[800, 1000], 1000, 100), "one stuck worker");
+        assert!(!all_recent(&[], 1000, 100), "no workers");
+        // A heartbeat stored after `now` was read is recent, not stale.
+        assert!(all_recent(&[1005], 1000, 100));
+        assert!(all_recent(&[0, 50], 60, 100), "just started");
     }
 }

@@ -61,8 +61,21 @@ impl Daemon {
     ///
     /// # Panics
     /// If the daemon exits or is not ready in time, with its log.
+    ///
+    /// A config without `state_dir` gets the topology's `state` directory,
+    /// so no test reads or writes the host's /var/lib/rvs.
     pub fn start(topo: &Topology, config: &str) -> Daemon {
-        let path = topo.write_file(&format!("rvs-{}.toml", topo.next_id()), config);
+        let config = if config.contains("state_dir") {
+            config.to_string()
+        } else {
+            let dir = topo.tmp_dir().join("state");
+            config.replacen(
+                "[daemon]\n",
+                &format!("[daemon]\nstate_dir = \"{}\"\n", dir.display()),
+                1,
+            )
+        };
+        let path = topo.write_file(&format!("rvs-{}.toml", topo.next_id()), &config);
         let path_arg = path.to_string_lossy().into_owned();
         let mut daemon = Daemon::start_rvs(topo, "dir", &["run", "--config", &path_arg]);
         daemon.config = Some(path);

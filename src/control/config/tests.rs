@@ -740,6 +740,28 @@ fn timeouts_override_only_what_they_name() {
     );
 }
 
+#[test]
+fn state_dir_defaults_to_var_lib_rvs_and_must_be_absolute() {
+    let (config, _) = run(DAEMON, None).unwrap();
+    assert_eq!(config.daemon.state_dir, PathBuf::from("/var/lib/rvs"));
+    let (config, _) = run(
+        "[daemon]\ninterfaces = [\"eth0\"]\nstate_dir = \"/tmp/rvs-state\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(config.daemon.state_dir, PathBuf::from("/tmp/rvs-state"));
+    assert_eq!(
+        lines(
+            &run(
+                "[daemon]\ninterfaces = [\"eth0\"]\nstate_dir = \"state\"\n",
+                None
+            )
+            .unwrap_err()
+        ),
+        ["rvs.toml:3:13: error: `state_dir` must be an absolute path, found \"state\""]
+    );
+}
+
 // --- diagnostics and loading ---
 
 #[test]
