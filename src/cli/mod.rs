@@ -130,6 +130,9 @@ pub fn print_services(v: &Value, view: ServicesView, json: bool) -> Result<(), C
             println!("  -> RemoteAddress:Port           CPS     InPPS   OutPPS    InBPS   OutBPS")
         }
     }
+    let runtime = services
+        .iter()
+        .any(|s| s.real_servers.iter().any(|r| r.weight_source == "runtime"));
     for s in services {
         let mut flags = String::new();
         if let Some(t) = s.persistence_timeout_s {
@@ -163,9 +166,15 @@ pub fn print_services(v: &Value, view: ServicesView, json: bool) -> Result<(), C
                         "tun" => "Tunnel",
                         _ => "Route",
                     };
+                    // A weight set at run time (`rvs weight`) is marked `*`.
+                    let weight = if r.weight_source == "runtime" {
+                        format!("{}*", r.effective_weight)
+                    } else {
+                        r.effective_weight.to_string()
+                    };
                     println!(
                         "  -> {:<28} {:<7} {:<6} {:<10} {:<9} {}",
-                        r.address, fwd, r.effective_weight, r.active, r.inactive, r.health
+                        r.address, fwd, weight, r.active, r.inactive, r.health
                     );
                 }
                 ServicesView::Stats => println!(
@@ -188,6 +197,9 @@ pub fn print_services(v: &Value, view: ServicesView, json: bool) -> Result<(), C
                 ),
             }
         }
+    }
+    if runtime && view == ServicesView::Plain {
+        println!("(* weight set at run time with `rvs weight`/`rvs drain`, kept until the file changes it)");
     }
     Ok(())
 }

@@ -223,6 +223,7 @@ const DAEMON_KEYS: &[&str] = &[
     "sloppy_tcp",
     "seed",
     "state_dir",
+    "control_group",
 ];
 const TIMEOUT_KEYS: &[&str] = &[
     "tcp_established",
@@ -686,6 +687,13 @@ impl<'a> Cx<'a> {
             Ok(None) => Ok(None),
             Err(Bad) => Err(Bad),
         };
+        let control_group = match self.string(t, "control_group") {
+            Ok(Some((s, pos))) if s.is_empty() || s.contains(['\0', ':', '\n']) => {
+                self.error(pos, format!("`control_group`: \"{s}\" is not a group name"));
+                Err(Bad)
+            }
+            other => other.map(|o| o.map(|(s, _)| s.to_string())),
+        };
         let max_connections = self.int(t, "max_connections", 1, MAX_TABLE);
         let workers = self.u32(t, "workers", 0, MAX_WORKERS);
         let sloppy_tcp = self.bool(t, "sloppy_tcp");
@@ -704,6 +712,7 @@ impl<'a> Cx<'a> {
                 defaults.seed,
             )?,
             state_dir: or(state_dir, defaults.state_dir)?,
+            control_group: control_group.ok()?,
         })
     }
 

@@ -65,6 +65,8 @@ struct State {
     /// change them).
     interfaces: Vec<String>,
     filter: FilterHandle,
+    /// Frames received per packet worker (for metrics).
+    worker_packets: Arc<Vec<std::sync::atomic::AtomicU64>>,
     health: HealthManager,
     reloads: ReloadCounts,
     transitions: u64,
@@ -464,7 +466,45 @@ impl State {
     }
 }
 
-fn peer_allowed(stream: &UnixStream) -> bool {
+/// The gid of `name` (`getgrnam_r`).
+fn group_id(name: &str) -> Result<u32, String> {
+    let cname = std::ffi::CString::new(name).map_err(|_| format!("bad group name {name:?}"))?;
+    // SAFETY: group is plain old data; getgrnam_r fills it and points into buf.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16384];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives it.
+    let r = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if r != 0 || out.is_null() {
+        return Err(format!("control_group: no group named {name}"));
+    }
+    Ok(grp.gr_gid)
+}
+
+/// Whether process `pid` has `gid` among its groups (`/proc/PID/status`).
+fn in_group(pid: i32, primary: u32, gid: u32) -> bool {
+    if primary == gid {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Groups:"))
+                .map(|l| l.split_whitespace().skip(1).any(|g| g.parse() == Ok(gid)))
+        })
+        .unwrap_or(false)
+}
+
+fn peer_allowed(stream: &UnixStream, group: Option<u32>) -> bool {
     let mut cred = libc::ucred {
         pid: 0,
         uid: u32::MAX,
@@ -483,11 +523,14 @@ fn peer_allowed(stream: &UnixStream) -> bool {
     };
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    r == 0 && (cred.uid == 0 || cred.uid == me)
+    r == 0
+        && (cred.uid == 0
+            || cred.uid == me
+            || group.is_some_and(|g| in_group(cred.pid, cred.gid, g)))
 }
 
-async fn serve_client(state: Arc<Mutex<State>>, stream: UnixStream) {
-    if !peer_allowed(&stream) {
+async fn serve_client(state: Arc<Mutex<State>>, stream: UnixStream, group: Option<u32>) {
+    if !peer_allowed(&stream, group) {
         let mut s = stream;
         let _ = s
             .write_all(b"{\"ok\":false,\"error\":\"permission denied: the control socket serves root and the daemon's user only\"}\n")
@@ -520,7 +563,7 @@ async fn serve_client(state: Arc<Mutex<State>>, stream: UnixStream) {
     }
 }
 
-fn bind_control_socket(path: &Path) -> Result<UnixListener, String> {
+fn bind_control_socket(path: &Path, group: Option<u32>) -> Result<UnixListener, String> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -545,7 +588,16 @@ fn bind_control_socket(path: &Path) -> Result<UnixListener, String> {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     let l = l.map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))?;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    match group {
+        Some(gid) => {
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(|e| format!("cannot give {} to group {gid}: {e}", path.display()))?;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+        }
+        None => {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+    }
     Ok(l)
 }
 
@@ -570,7 +622,18 @@ async fn serve_metrics(state: Arc<Mutex<State>>, listener: TcpListener) {
             let resp = if req.starts_with("GET /metrics") {
                 let body = {
                     let st = state.lock().unwrap_or_else(|e| e.into_inner());
-                    metrics::render(&st.director, &st.services(), st.reloads, st.transitions)
+                    let workers: Vec<u64> = st
+                        .worker_packets
+                        .iter()
+                        .map(|p| p.load(std::sync::atomic::Ordering::Relaxed))
+                        .collect();
+                    metrics::render(
+                        &st.director,
+                        &st.services(),
+                        st.reloads,
+                        st.transitions,
+                        &workers,
+                    )
                 };
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -591,6 +654,14 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     let (cfg, warnings) = config::load(path, Some(&host_info)).map_err(DaemonError::Config)?;
     log_diagnostics(&warnings);
     let cfg = Arc::new(cfg);
+    // Before touching anything: a second rvs on the same socket would
+    // replace (and on exit remove) the running one's steering.
+    if std::os::unix::net::UnixStream::connect(&cfg.daemon.control_socket).is_ok() {
+        return Err(DaemonError::Setup(format!(
+            "another rvs is running (its control socket {} answers)",
+            cfg.daemon.control_socket.display()
+        )));
+    }
     let host = system::host_view()
         .map_err(|e| DaemonError::Setup(format!("cannot read interfaces: {e}")))?;
     let mut ifindexes = Vec::new();
@@ -660,6 +731,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             director: director.clone(),
             interfaces: cfg.daemon.interfaces.clone(),
             filter: datapath.filter_handle(),
+            worker_packets: datapath.packets.clone(),
             health,
             reloads: ReloadCounts::default(),
             transitions: 0,
@@ -673,13 +745,18 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             st.save_state();
             st.check_quorum();
         }
-        let listener = bind_control_socket(&cfg.daemon.control_socket).map_err(DaemonError::Setup)?;
+        let group = match &cfg.daemon.control_group {
+            Some(name) => Some(group_id(name).map_err(DaemonError::Setup)?),
+            None => None,
+        };
+        let listener =
+            bind_control_socket(&cfg.daemon.control_socket, group).map_err(DaemonError::Setup)?;
         {
             let state = state.clone();
             tokio::spawn(async move {
                 loop {
                     if let Ok((s, _)) = listener.accept().await {
-                        tokio::spawn(serve_client(state.clone(), s));
+                        tokio::spawn(serve_client(state.clone(), s, group));
                     }
                 }
             });

@@ -21,6 +21,7 @@ pub fn render(
     services: &[ServiceJson],
     reloads: ReloadCounts,
     transitions: u64,
+    worker_packets: &[u64],
 ) -> String {
     let mut o = String::new();
     let fam = |o: &mut String, name: &str, kind: &str, help: &str| {
@@ -110,6 +111,26 @@ pub fn render(
         "Entries in the connection table.",
     );
     let _ = writeln!(o, "rvs_connection_table_entries {}", director.entries());
+    fam(
+        &mut o,
+        "rvs_connection_table_max",
+        "gauge",
+        "The connection table's cap (max_connections).",
+    );
+    let _ = writeln!(
+        o,
+        "rvs_connection_table_max {}",
+        director.snapshot().config.daemon.max_connections
+    );
+    fam(
+        &mut o,
+        "rvs_worker_packets_total",
+        "counter",
+        "Frames received per packet worker.",
+    );
+    for (w, n) in worker_packets.iter().enumerate() {
+        let _ = writeln!(o, "rvs_worker_packets_total{{worker=\"{w}\"}} {n}");
+    }
     fam(
         &mut o,
         "rvs_drops_total",

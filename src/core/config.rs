@@ -228,6 +228,8 @@ pub struct DaemonConfig {
     /// Where runtime state (weights set with `rvs weight`) survives a
     /// restart; systemd's StateDirectory=rvs.
     pub state_dir: PathBuf,
+    /// A group whose members may use the control socket too (mode 0660).
+    pub control_group: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -241,6 +243,7 @@ impl Default for DaemonConfig {
             sloppy_tcp: false,
             seed: 0,
             state_dir: PathBuf::from("/var/lib/rvs"),
+            control_group: None,
         }
     }
 }

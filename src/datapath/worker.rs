@@ -43,6 +43,8 @@ pub struct Datapath {
     pub heartbeats: Arc<Vec<AtomicU64>>,
     /// The origin of `heartbeats`.
     pub started: Instant,
+    /// Frames received per worker (each worker writes only its own).
+    pub packets: Arc<Vec<AtomicU64>>,
     /// Every worker socket, for filter updates from the control plane.
     fds: Vec<std::os::fd::RawFd>,
 }
@@ -58,6 +60,8 @@ impl Datapath {
         let neighbours = Arc::new(Neighbours::default());
         seed_neighbours(&neighbours, &director.snapshot());
         let workers = workers.max(1);
+        let packets: Arc<Vec<AtomicU64>> =
+            Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
         let heartbeats: Arc<Vec<AtomicU64>> =
             Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
         let group = u16::try_from(std::process::id() & 0xffff).unwrap_or(1);
@@ -100,10 +104,11 @@ impl Datapath {
             };
             let stop = stop.clone();
             let hb = heartbeats.clone();
+            let pk = packets.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("rvs-worker-{w}"))
-                    .spawn(move || worker.run(&stop, &hb[w], t0))?,
+                    .spawn(move || worker.run(&stop, &hb[w], &pk[w], t0))?,
             );
         }
         {
@@ -122,6 +127,7 @@ impl Datapath {
             neighbours,
             heartbeats,
             started: t0,
+            packets,
             fds,
         })
     }
@@ -220,7 +226,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&mut self, stop: &AtomicBool, heartbeat: &AtomicU64, t0: Instant) {
+    fn run(&mut self, stop: &AtomicBool, heartbeat: &AtomicU64, packets: &AtomicU64, t0: Instant) {
         let mut pfds: Vec<libc::pollfd> = self
             .sockets
             .iter()
@@ -242,9 +248,11 @@ impl Worker {
                 for (k, pfd) in pfds.iter().enumerate() {
                     if pfd.revents & libc::POLLIN != 0 {
                         for _ in 0..TURN_BOUND {
-                            if self.turn(k) == 0 {
+                            let n = self.turn(k);
+                            if n == 0 {
                                 break;
                             }
+                            packets.fetch_add(n as u64, Ordering::Relaxed);
                         }
                     }
                 }
