@@ -832,6 +832,15 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     if let Err(e) = nft::remove() {
         tracing::warn!("removing nftables table: {e}");
     }
-    let _ = std::fs::remove_file(&cfg.daemon.control_socket);
+    remove_control_socket(&cfg.daemon.control_socket);
     result
+}
+
+/// Removes the control socket at exit; anything that is not a socket (a
+/// file the bind refused to replace, or one put there since) stays.
+fn remove_control_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
 }

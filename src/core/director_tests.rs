@@ -1814,11 +1814,67 @@ fn reset_real_ends_a_servers_connections_now() {
 
 // ---- never a panic ------------------------------------------------------------------
 
+/// `frame` (Ethernet + IPv4) with `opts` inserted as IP options (IHL,
+/// total length and header checksum fixed).
+fn with_ip_options(frame: &[u8], opts: &[u8]) -> Vec<u8> {
+    assert_eq!(opts.len() % 4, 0);
+    let mut f = frame[..34].to_vec();
+    f.extend_from_slice(opts);
+    f.extend_from_slice(&frame[34..]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_header_len(u8::try_from(20 + opts.len()).unwrap());
+    let total = ip.total_len() + u16::try_from(opts.len()).unwrap();
+    ip.set_total_len(total);
+    ip.fill_checksum();
+    f
+}
+
+/// The first fragment of `frame` (MF set, offset 0, checksum fixed).
+fn first_fragment(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[20] = 0x20;
+    Ipv4Packet::new_unchecked(&mut f[14..34]).fill_checksum();
+    f
+}
+
+#[test]
+fn nat_forwards_ip_options_untouched() {
+    let t0 = Instant::now();
+    let d = director(base_config(), t0);
+    let client = sa(CLIENT, 53000);
+    let opts = [1, 1, 1, 0];
+    let f = with_ip_options(&syn(client, sa(VIP_NAT, 80)), &opts);
+    let (v, out) = run(&d, t0, &f);
+    assert!(is_tx(v), "{v:?}");
+    let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+    assert_eq!(ip.header_len(), 24);
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.dst_addr(), RIP_NAT);
+    assert_eq!(&out[34..38], &opts, "options kept");
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!((t.dst_port(), t.flags()), (8080, tf::SYN));
+    assert!(t.verify_checksum(CLIENT, RIP_NAT));
+    assert_eq!(out.len(), f.len());
+}
+
+#[test]
+fn fragments_to_a_vip_are_dropped_and_keep_no_state() {
+    let t0 = Instant::now();
+    let d = director(base_config(), t0);
+    for port in 0..1000u16 {
+        let f = first_fragment(&syn(sa(CLIENT, 1024 + port), sa(VIP_NAT, 80)));
+        assert_eq!(verdict(&d, t0, &f), Verdict::Drop(DropReason::Fragment));
+    }
+    assert_eq!(d.entries(), 0);
+    assert_eq!(d.drops().get(DropReason::Fragment), 1000);
+}
+
 fn valid_frames() -> Vec<(Vec<u8>, Offload)> {
     let client = sa(CLIENT, 53000);
     let vip = sa(VIP_NAT, 80);
     let rip = sa(RIP_NAT, 8080);
     let q = tcp_ip(client, rip, tf::ACK, 1, 1, &[]);
+    let to_client = tcp_ip(vip, client, tf::SYN | tf::ACK, 5, 1001, &[]);
     let csum = Offload {
         needs_csum: true,
         csum_start: 34,
@@ -1874,6 +1930,26 @@ fn valid_frames() -> Vec<(Vec<u8>, Offload)> {
         ),
         (
             arp_frame(ArpOperation::Request, VIP_NAT),
+            Offload::default(),
+        ),
+        (
+            with_ip_options(&syn(client, vip), &[1, 1, 1, 0]),
+            Offload::default(),
+        ),
+        (first_fragment(&syn(client, vip)), Offload::default()),
+        (
+            eth(
+                IF_MAC,
+                GW_MAC,
+                0x0800,
+                &ipv4(
+                    ROUTER,
+                    VIP_NAT,
+                    IpProtocol::Icmp,
+                    false,
+                    &icmp_unreach(4, 1400, &to_client[..28]),
+                ),
+            ),
             Offload::default(),
         ),
     ]

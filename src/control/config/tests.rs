@@ -118,6 +118,19 @@ fn examples_parse_without_diagnostics() {
     }
 }
 
+/// Metrics are read-only but tell who talks to whom: the examples keep
+/// them on loopback (a non-loopback address is logged as a warning by
+/// `rvs run`).
+#[test]
+fn examples_bind_metrics_to_loopback_only() {
+    for (name, text) in [("nat", NAT), ("tun", TUN), ("dr", DR)] {
+        let (cfg, _) = run(text, None).unwrap_or_else(|e| panic!("{name}: {:#?}", lines(&e)));
+        if let Some(addr) = cfg.daemon.metrics_address {
+            assert!(addr.ip().is_loopback(), "{name}: metrics on {addr}");
+        }
+    }
+}
+
 #[test]
 fn nat_example_is_the_expected_config() {
     let http = check(
