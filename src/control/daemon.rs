@@ -306,10 +306,10 @@ impl State {
             let cur = Sample {
                 at: Some(now),
                 conns: r.conns_total.load(Relaxed),
-                in_pkts: r.in_pkts.load(Relaxed),
-                out_pkts: r.out_pkts.load(Relaxed),
-                in_bytes: r.in_bytes.load(Relaxed),
-                out_bytes: r.out_bytes.load(Relaxed),
+                in_pkts: r.in_pkts.get(),
+                out_pkts: r.out_pkts.get(),
+                in_bytes: r.in_bytes.get(),
+                out_bytes: r.out_bytes.get(),
             };
             let prev = self.samples.insert(r.id, cur).unwrap_or_default();
             if let Some(at) = prev.at {
@@ -359,10 +359,10 @@ impl State {
                             active: st.map_or(0, |s| s.active.load(Relaxed)),
                             inactive: st.map_or(0, |s| s.inactive.load(Relaxed)),
                             conns: g(|s| s.conns_total.load(Relaxed)),
-                            in_pkts: g(|s| s.in_pkts.load(Relaxed)),
-                            out_pkts: g(|s| s.out_pkts.load(Relaxed)),
-                            in_bytes: g(|s| s.in_bytes.load(Relaxed)),
-                            out_bytes: g(|s| s.out_bytes.load(Relaxed)),
+                            in_pkts: g(|s| s.in_pkts.get()),
+                            out_pkts: g(|s| s.out_pkts.get()),
+                            in_bytes: g(|s| s.in_bytes.get()),
+                            out_bytes: g(|s| s.out_bytes.get()),
                             cps: rate.cps,
                             in_pps: rate.in_pps,
                             out_pps: rate.out_pps,

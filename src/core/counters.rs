@@ -1,4 +1,5 @@
-//! Why packets were dropped, counted without locks.
+//! Why packets were dropped, counted without locks, and [`PerWorker`]:
+//! the counter type of everything counted per packet.
 //!
 //! Every exit of `Director::handle` that does not forward is a
 //! [`DropReason`]; the reason indexes an array of atomic counters, which
@@ -45,24 +46,99 @@ reasons! {
     TxError => "tx_error", "The kernel refused to send the frame.";
 }
 
+/// Slots of a [`PerWorker`] counter. Packet workers take slots 1.. in
+/// turn (more workers than slots share, still correctly); other threads
+/// (tests, the control plane) use slot 0.
+pub const STAT_SLOTS: usize = 8;
+
+thread_local! {
+    static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes the calling thread count into its own slot (packet workers call
+/// this once at start).
+pub fn set_worker_slot(worker: usize) {
+    SLOT.with(|s| s.set(1 + worker % (STAT_SLOTS - 1)));
+}
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Line(AtomicU64);
+
+/// A counter written per packet: one cache line per worker, so workers
+/// never bounce a line between cores; summed when read (scrape time).
+#[derive(Debug, Default)]
+pub struct PerWorker {
+    slots: [Line; STAT_SLOTS],
+}
+
+impl PerWorker {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        let i = SLOT.with(std::cell::Cell::get);
+        self.slots[i % STAT_SLOTS].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|l| l.0.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
+    pub fn reset(&self) {
+        for l in &self.slots {
+            l.0.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One counter per [`DropReason`].
 #[derive(Debug, Default)]
 pub struct DropCounters {
-    counts: [AtomicU64; 16],
+    counts: [PerWorker; 16],
 }
 
 const _: () = assert!(DropReason::ALL.len() == 16);
 
 impl DropCounters {
     pub fn add(&self, reason: DropReason) {
-        self.counts[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.counts[reason as usize].add(1);
     }
 
     pub fn get(&self, reason: DropReason) -> u64 {
-        self.counts[reason as usize].load(Ordering::Relaxed)
+        self.counts[reason as usize].get()
     }
 
     pub fn snapshot(&self) -> Vec<(DropReason, u64)> {
         DropReason::ALL.iter().map(|&r| (r, self.get(r))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_worker_counts_sum_across_threads() {
+        let c = std::sync::Arc::new(PerWorker::default());
+        let threads: Vec<_> = (0..4)
+            .map(|w| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    set_worker_slot(w);
+                    for _ in 0..1000 {
+                        c.add(1);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        c.add(5);
+        assert_eq!(c.get(), 4005);
+        c.reset();
+        assert_eq!(c.get(), 0);
     }
 }

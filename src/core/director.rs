@@ -807,8 +807,8 @@ impl Director {
         let conn = *c;
         drop(shard);
         if let Some(r) = snap.real(conn.real) {
-            r.out_pkts.fetch_add(1, Ordering::Relaxed);
-            r.out_bytes.fetch_add(l4.ip_len as u64, Ordering::Relaxed);
+            r.out_pkts.add(1);
+            r.out_bytes.add(l4.ip_len as u64);
         }
         let partial = f.offload.needs_csum;
         rewrite_l4(f.buf, l4, partial, Endpoint::Src, conn.vaddr);
@@ -820,8 +820,8 @@ impl Director {
 
     fn forward_in(&self, snap: &Snapshot, f: &mut Frame<'_>, c: &Conn, l4: &L4) -> Verdict {
         if let Some(r) = snap.real(c.real) {
-            r.in_pkts.fetch_add(1, Ordering::Relaxed);
-            r.in_bytes.fetch_add(l4.ip_len as u64, Ordering::Relaxed);
+            r.in_pkts.add(1);
+            r.in_bytes.add(l4.ip_len as u64);
         }
         let rip = *c.raddr.ip();
         let Some(hop) = snap.route(rip) else {

@@ -719,8 +719,8 @@ fn nat_table() {
     assert_well_formed(&out, prow.desc);
 
     assert_eq!(d.entries(), 4);
-    assert_eq!(real_state(&d, rip).in_pkts.load(Ordering::Relaxed), 3);
-    assert_eq!(real_state(&d, rip).out_pkts.load(Ordering::Relaxed), 1);
+    assert_eq!(real_state(&d, rip).in_pkts.get(), 3);
+    assert_eq!(real_state(&d, rip).out_pkts.get(), 1);
 }
 
 // ---- DR -------------------------------------------------------------------------

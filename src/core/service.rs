@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::core::config::{Config, ConnPolicy, Method, Persistence, Protocol, ServiceConfig};
 use crate::core::conntrack::RealId;
+use crate::core::counters::PerWorker;
 use crate::core::hash::{FastBuild, FastMap, FastSet};
 use crate::core::host::{HostView, RouteTable};
 use crate::core::sched::{self, Scheduler, ServerLoad, ServerSlot};
@@ -57,10 +58,10 @@ pub struct RealState {
     /// Persistence templates pointing here.
     pub templates: AtomicU32,
     pub conns_total: AtomicU64,
-    pub in_pkts: AtomicU64,
-    pub out_pkts: AtomicU64,
-    pub in_bytes: AtomicU64,
-    pub out_bytes: AtomicU64,
+    pub in_pkts: PerWorker,
+    pub out_pkts: PerWorker,
+    pub in_bytes: PerWorker,
+    pub out_bytes: PerWorker,
     /// Bumped when the server's connections are reset; entries created
     /// under an older epoch are dead.
     pub epoch: AtomicU32,
@@ -78,10 +79,10 @@ impl RealState {
             inactive: AtomicU32::new(0),
             templates: AtomicU32::new(0),
             conns_total: AtomicU64::new(0),
-            in_pkts: AtomicU64::new(0),
-            out_pkts: AtomicU64::new(0),
-            in_bytes: AtomicU64::new(0),
-            out_bytes: AtomicU64::new(0),
+            in_pkts: PerWorker::default(),
+            out_pkts: PerWorker::default(),
+            in_bytes: PerWorker::default(),
+            out_bytes: PerWorker::default(),
             epoch: AtomicU32::new(0),
             overloaded: AtomicBool::new(false),
         }
@@ -94,14 +95,14 @@ impl RealState {
     }
 
     pub fn zero_stats(&self) {
+        self.conns_total.store(0, Ordering::Relaxed);
         for c in [
-            &self.conns_total,
             &self.in_pkts,
             &self.out_pkts,
             &self.in_bytes,
             &self.out_bytes,
         ] {
-            c.store(0, Ordering::Relaxed);
+            c.reset();
         }
     }
 }

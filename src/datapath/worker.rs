@@ -108,7 +108,10 @@ impl Datapath {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("rvs-worker-{w}"))
-                    .spawn(move || worker.run(&stop, &hb[w], &pk[w], t0))?,
+                    .spawn(move || {
+                        crate::core::counters::set_worker_slot(w);
+                        worker.run(&stop, &hb[w], &pk[w], t0)
+                    })?,
             );
         }
         {
