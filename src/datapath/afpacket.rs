@@ -3,16 +3,15 @@
 //! checksums arrive described (and leave the same way), and
 //! PACKET_IGNORE_OUTGOING so the daemon never sees its own transmissions.
 //!
-//! Frames arrive in a TPACKET_V3 ring ([`crate::datapath::ring`]), are
-//! rewritten in place by the core and leave in batches with `sendmmsg`
-//! straight from the ring: no copy, no allocation and no syscall per
-//! received packet, one `sendmmsg` per block and egress socket.
+//! Frames are received in batches with `recvmmsg` straight into buffers
+//! that keep [`HEADROOM`](crate::core::director::HEADROOM) bytes in front,
+//! rewritten in place by the core, and sent in batches with `sendmmsg`
+//! from the same buffers: no copy, no allocation per packet.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::core::director::Offload;
-use crate::datapath::ring::RxRing;
+use crate::core::director::{Offload, HEADROOM};
 
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_VNET_HDR: libc::c_int = 15;
@@ -23,6 +22,11 @@ const PACKET_FANOUT_HASH: u32 = 0;
 /// gso_size, csum_start, csum_offset.
 pub const VNET_HDR_LEN: usize = 10;
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// Largest frame the kernel hands over: a 64 KiB GSO super-frame plus its
+/// Ethernet header (and VLAN tag).
+pub const MAX_FRAME: usize = 65536 + 18;
+/// Bytes per receive slot.
+pub const SLOT_LEN: usize = HEADROOM + MAX_FRAME;
 
 /// Decodes a received `virtio_net_hdr`.
 pub fn parse_vnet(h: &[u8; VNET_HDR_LEN]) -> Offload {
@@ -77,7 +81,7 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
 impl PacketSocket {
     /// Opens a socket on `ifindex`, in fanout group `group` (shared by the
     /// workers' sockets on that interface).
-    pub fn open(ifindex: u32, group: u16, rcvbuf: usize) -> io::Result<(PacketSocket, RxRing)> {
+    pub fn open(ifindex: u32, group: u16, rcvbuf: usize) -> io::Result<PacketSocket> {
         let proto = ETH_P_ALL.to_be();
         // SAFETY: plain socket(2) call; the result is checked.
         let fd = cvt(unsafe {
@@ -99,9 +103,6 @@ impl PacketSocket {
             .or_else(|_| setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &buf));
         let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &buf)
             .or_else(|_| setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, &buf));
-        // The ring must exist before bind so no frame is ever received
-        // outside it.
-        let ring = RxRing::setup(raw)?;
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as libc::sa_family_t;
@@ -115,7 +116,7 @@ impl PacketSocket {
         // headers before rvs could count them, and rvs drops fragments.
         let fanout: u32 = u32::from(group) | (PACKET_FANOUT_HASH << 16);
         setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &fanout)?;
-        Ok((PacketSocket { fd, ifindex }, ring))
+        Ok(PacketSocket { fd, ifindex })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -123,14 +124,106 @@ impl PacketSocket {
     }
 }
 
-/// One frame to send from the current ring block: its range in the block,
-/// vnet header, and the index of the socket it leaves by.
+/// Receive/transmit batch state for one socket: `BATCH` slots, each with a
+/// vnet header and a frame buffer with headroom.
+pub struct Batch {
+    pub vnet: Vec<[u8; VNET_HDR_LEN]>,
+    pub bufs: Vec<Vec<u8>>,
+    /// Received frame length per slot.
+    pub lens: Vec<usize>,
+    iov: Vec<[libc::iovec; 2]>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("slots", &self.bufs.len())
+            .finish()
+    }
+}
+
+// SAFETY: the raw pointers inside iov/msgs point only into this Batch's own
+// buffers and are rebuilt before every syscall; moving the Batch to another
+// thread moves those buffers with it.
+unsafe impl Send for Batch {}
+
+/// One frame to send: slot index in the batch, frame range, vnet header,
+/// and the index of the socket it leaves by.
 #[derive(Debug, Clone, Copy)]
 pub struct TxDesc {
+    pub slot: usize,
     pub start: usize,
     pub len: usize,
     pub vnet: [u8; VNET_HDR_LEN],
     pub sock: usize,
+}
+
+impl Batch {
+    pub fn new(slots: usize) -> Batch {
+        Batch {
+            vnet: vec![[0; VNET_HDR_LEN]; slots],
+            bufs: (0..slots).map(|_| vec![0u8; SLOT_LEN]).collect(),
+            lens: vec![0; slots],
+            // SAFETY: iovec and mmsghdr are plain old data; zero is valid.
+            iov: vec![unsafe { std::mem::zeroed() }; slots],
+            // SAFETY: as above.
+            msgs: vec![unsafe { std::mem::zeroed() }; slots],
+        }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// Receives up to `slots()` frames; returns how many. Frame `i` is at
+    /// `bufs[i][HEADROOM..HEADROOM + lens[i]]` with offload `vnet[i]`.
+    pub fn recv(&mut self, sock: &PacketSocket) -> io::Result<usize> {
+        let n = self.bufs.len();
+        for i in 0..n {
+            self.iov[i][0] = libc::iovec {
+                iov_base: self.vnet[i].as_mut_ptr().cast(),
+                iov_len: VNET_HDR_LEN,
+            };
+            self.iov[i][1] = libc::iovec {
+                iov_base: self.bufs[i][HEADROOM..].as_mut_ptr().cast(),
+                iov_len: MAX_FRAME,
+            };
+            // SAFETY: msghdr is plain old data.
+            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_iov = self.iov[i].as_mut_ptr();
+            hdr.msg_iovlen = 2;
+            self.msgs[i] = libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            };
+        }
+        let vlen = libc::c_uint::try_from(n).unwrap_or(0);
+        // SAFETY: msgs[..n] point at iovecs and buffers owned by self that
+        // outlive the call; MSG_DONTWAIT never blocks.
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.fd(),
+                self.msgs.as_mut_ptr(),
+                vlen,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        let got = usize::try_from(r).unwrap_or(0);
+        for i in 0..got {
+            let l = self.msgs[i].msg_len as usize;
+            self.lens[i] = l.saturating_sub(VNET_HDR_LEN);
+        }
+        Ok(got)
+    }
 }
 
 /// Sends `frames` (bytes and vnet header each) on `sock`, up to 64 per

@@ -18,19 +18,18 @@ use crate::core::director::{
 };
 use crate::core::service::Snapshot;
 use crate::datapath::afpacket::{
-    emit_vnet, parse_vnet, send_frames, PacketSocket, TxDesc, VNET_HDR_LEN,
+    emit_vnet, parse_vnet, send_frames, Batch, PacketSocket, TxDesc, VNET_HDR_LEN,
 };
 use crate::datapath::bpf;
 use crate::datapath::neigh::{self, Neighbours, Pending};
-use crate::datapath::ring::{RxFrame, RxRing};
 use crate::datapath::system;
 use crate::wire::ethernet::EthernetFrame;
 use crate::wire::gso;
 
-/// Room for the frames of one ring block (a 256 KiB block holds at most
-/// ~2 700 minimum-size frames; the vectors grow once if a block has more).
-const BATCH: usize = 2048;
-/// Blocks per socket per turn before the worker looks at the others.
+/// Frames per receive batch. 32 keeps a batch's buffers (32 × 64 KiB)
+/// small while amortising the syscall over many small packets.
+const BATCH: usize = 32;
+/// Batches per socket per turn before the worker looks at the others.
 const TURN_BOUND: usize = 8;
 
 /// Running workers; dropping it does not stop them: call [`Datapath::stop`].
@@ -71,20 +70,17 @@ impl Datapath {
         let t0 = Instant::now();
         for w in 0..workers {
             let mut sockets = Vec::new();
-            let mut rings = Vec::new();
             for (k, &ifi) in ifindexes.iter().enumerate() {
                 let g = group.wrapping_add(u16::try_from(k).unwrap_or(0));
-                let (s, ring) = PacketSocket::open(ifi, g, 8 << 20)?;
+                let s = PacketSocket::open(ifi, g, 8 << 20)?;
                 bpf::attach(s.fd(), &prog)?;
                 fds.push(s.fd());
                 sockets.push(s);
-                rings.push(Some(ring));
             }
             let mut worker = Worker {
                 director: director.clone(),
                 neighbours: neighbours.clone(),
-                rings,
-                frames: Vec::with_capacity(BATCH),
+                batches: sockets.iter().map(|_| Batch::new(BATCH)).collect(),
                 sockets,
                 tx: Vec::with_capacity(BATCH),
                 pending: (0..neigh::PENDING_SLOTS)
@@ -218,9 +214,7 @@ struct Worker {
     director: Arc<Director>,
     neighbours: Arc<Neighbours>,
     sockets: Vec<PacketSocket>,
-    rings: Vec<Option<RxRing>>,
-    /// The frames of the block being handled (reused).
-    frames: Vec<RxFrame>,
+    batches: Vec<Batch>,
     tx: Vec<TxDesc>,
     pending: Vec<Pending>,
     scratch: Vec<u8>,
@@ -252,10 +246,10 @@ impl Worker {
                     if pfd.revents & libc::POLLIN != 0 {
                         for _ in 0..TURN_BOUND {
                             let n = self.turn(k);
-                            if n == 0 {
+                            packets.fetch_add(n as u64, Ordering::Relaxed);
+                            if n < BATCH {
                                 break;
                             }
-                            packets.fetch_add(n as u64, Ordering::Relaxed);
                         }
                     }
                 }
@@ -268,36 +262,28 @@ impl Worker {
         self.sockets.iter().position(|s| s.ifindex == ifindex)
     }
 
-    /// One ring block from socket `k`, if the kernel has handed one over;
-    /// returns the number of frames in it.
+    /// One receive batch on socket `k`; returns the number of frames.
     fn turn(&mut self, k: usize) -> usize {
-        let mut frames = std::mem::take(&mut self.frames);
-        // Taken out for the turn so the block can be borrowed beside `self`.
-        let Some(mut ring) = self.rings[k].take() else {
-            return 0;
+        let n = match self.batches[k].recv(&self.sockets[k]) {
+            Ok(n) => n,
+            Err(_) => return 0,
         };
-        let Some(block) = ring.block(&mut frames) else {
-            self.rings[k] = Some(ring);
-            self.frames = frames;
+        if n == 0 {
             return 0;
-        };
-        let n = frames.len();
+        }
         let now = Instant::now();
         let snap = self.director.snapshot();
         let ifindex = self.sockets[k].ifindex;
         self.tx.clear();
-        for rx in &frames {
-            let buf = &mut block[rx.region..rx.region_end];
-            let len = rx.len;
-            if rx.truncated {
-                self.director.count_drop(DropReason::TooBig);
-                continue;
-            }
+        for i in 0..n {
+            let batch = &mut self.batches[k];
+            let len = batch.lens[i];
+            let offload = parse_vnet(&batch.vnet[i]);
+            let buf = &mut batch.bufs[i];
             if len >= 14 && buf[HEADROOM + 12..HEADROOM + 14] == [0x08, 0x06] {
                 self.neighbours
                     .learn_from_arp(ifindex, &buf[HEADROOM..HEADROOM + len]);
             }
-            let offload = parse_vnet(&rx.vnet);
             let mut frame = Frame {
                 buf,
                 start: HEADROOM,
@@ -308,13 +294,12 @@ impl Worker {
             let t = match self.director.handle_with(&snap, now, &mut frame) {
                 Verdict::Transmit(t) => t,
                 Verdict::Segment => {
-                    let f = &block[rx.region + HEADROOM..rx.region + HEADROOM + len];
-                    self.segment(f, offload.gso_size, &snap, now, ifindex);
+                    self.segment(k, i, &snap, now, ifindex);
                     continue;
                 }
                 _ => continue,
             };
-            let buf = &mut block[rx.region..rx.region_end];
+            let buf = &mut self.batches[k].bufs[i];
             let prep = Self::prepare(
                 &self.sockets,
                 &self.neighbours,
@@ -328,13 +313,14 @@ impl Worker {
             };
             if resolved {
                 self.tx.push(TxDesc {
-                    start: rx.region + t.start,
+                    slot: i,
+                    start: t.start,
                     len: t.len,
                     vnet,
                     sock: out,
                 });
             } else {
-                let bytes = &buf[t.start..t.start + t.len];
+                let bytes = &self.batches[k].bufs[i][t.start..t.start + t.len];
                 park(
                     &mut self.pending,
                     &self.director,
@@ -348,20 +334,17 @@ impl Worker {
             }
         }
         for out in 0..self.sockets.len() {
-            let block = &*block;
+            let bufs = &self.batches[k].bufs;
             let frames = self
                 .tx
                 .iter()
                 .filter(|d| d.sock == out)
-                .map(|d| (&block[d.start..d.start + d.len], d.vnet));
+                .map(|d| (&bufs[d.slot][d.start..d.start + d.len], d.vnet));
             let refused = send_frames(&self.sockets[out], frames);
             for _ in 0..refused {
                 self.director.count_drop(DropReason::TxError);
             }
         }
-        ring.release();
-        self.rings[k] = Some(ring);
-        self.frames = frames;
         n
     }
 
@@ -390,14 +373,18 @@ impl Worker {
         Some((out, emit_vnet(&t.offload), dst.is_some()))
     }
 
-    /// Splits the GSO super-frame `frame` into segments of `mss` payload
-    /// bytes (software GSO) and forwards each through the director.
-    fn segment(&mut self, frame: &[u8], mss: u16, snap: &Snapshot, now: Instant, ifindex: u32) {
+    /// Splits the GSO super-frame in slot `i` of batch `k` into segments
+    /// (software GSO) and forwards each through the director.
+    fn segment(&mut self, k: usize, i: usize, snap: &Snapshot, now: Instant, ifindex: u32) {
+        let len = self.batches[k].lens[i];
+        let mss = parse_vnet(&self.batches[k].vnet[i]).gso_size;
+        let frame = &self.batches[k].bufs[i][HEADROOM..HEADROOM + len];
         let Ok(n) = gso::tcp_segments(frame, mss) else {
             self.director.count_drop(DropReason::GsoUnsupported);
             return;
         };
         for s in 0..n {
+            let frame = &self.batches[k].bufs[i][HEADROOM..HEADROOM + len];
             let seg = &mut self.seg[HEADROOM..];
             let Ok(seg_len) = gso::write_tcp_segment(frame, mss, s, seg) else {
                 self.director.count_drop(DropReason::GsoUnsupported);
