@@ -79,7 +79,22 @@ pub fn save(dir: &Path, config: &Config, weights: &HashMap<RealKey, u32>) -> io:
     let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
     let text =
         serde_json::to_string_pretty(&StateFile { weights: entries }).map_err(io::Error::other)?;
-    std::fs::write(&tmp, text + "\n")?;
+    // Never write through a symlink someone left at the temporary name:
+    // remove whatever is there (remove_file does not follow links), then
+    // create the file exclusively without following links.
+    let _ = std::fs::remove_file(&tmp);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all((text + "\n").as_bytes())?;
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, &file)
 }
 
