@@ -85,6 +85,45 @@ fn log_diagnostics(diags: &[Diagnostic]) {
     }
 }
 
+/// Whether `path` lies inside `root`, judged lexically (a path with `..`
+/// is never inside anything).
+fn within(path: &Path, root: &Path) -> bool {
+    use std::path::Component;
+    path.is_absolute()
+        && !path.components().any(|c| matches!(c, Component::ParentDir))
+        && path.starts_with(root)
+}
+
+/// Under systemd, rvs writes only inside the directories the unit gives it
+/// (`RuntimeDirectory=` → `$RUNTIME_DIRECTORY`, `StateDirectory=` →
+/// `$STATE_DIRECTORY`): a config that points the control socket or the state
+/// directory anywhere else is refused, so no config value can make the
+/// service write outside them.
+fn confined(config: &Config) -> Result<(), String> {
+    let check = |path: &Path, var: &str, key: &str| -> Result<(), String> {
+        let Ok(dirs) = std::env::var(var) else {
+            return Ok(());
+        };
+        if dirs
+            .split(':')
+            .any(|d| !d.is_empty() && within(path, Path::new(d)))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{key}` = {} is outside {var} ({dirs}); under systemd rvs writes only there",
+                path.display()
+            ))
+        }
+    };
+    check(
+        &config.daemon.control_socket,
+        "RUNTIME_DIRECTORY",
+        "control_socket",
+    )?;
+    check(&config.daemon.state_dir, "STATE_DIRECTORY", "state_dir")
+}
+
 fn parse_service(s: &str) -> Result<ServiceKey, String> {
     let (addr, proto) = match s.rsplit_once('/') {
         Some((a, "tcp")) => (a, Protocol::Tcp),
@@ -135,6 +174,12 @@ impl State {
         );
         let host = HostInfo::from_system();
         let result = match config::load(&self.path, Some(&host)) {
+            Ok((cfg, _)) if confined(&cfg).is_err() => {
+                self.reloads.error += 1;
+                let e = confined(&cfg).err().unwrap_or_default();
+                tracing::error!("reload refused: {e}; the running table is unchanged");
+                Err(vec![e])
+            }
             Ok((cfg, warnings)) => {
                 log_diagnostics(&warnings);
                 let old = &self.config.daemon;
@@ -654,6 +699,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     let (cfg, warnings) = config::load(path, Some(&host_info)).map_err(DaemonError::Config)?;
     log_diagnostics(&warnings);
     let cfg = Arc::new(cfg);
+    confined(&cfg).map_err(DaemonError::Setup)?;
     // Before touching anything: a second rvs on the same socket would
     // replace (and on exit remove) the running one's steering.
     if std::os::unix::net::UnixStream::connect(&cfg.daemon.control_socket).is_ok() {
@@ -842,5 +888,21 @@ fn remove_control_socket(path: &Path) {
     use std::os::unix::fs::FileTypeExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
         let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_is_lexical_and_refuses_dot_dot() {
+        let root = Path::new("/run/rvs");
+        assert!(within(Path::new("/run/rvs/control.sock"), root));
+        assert!(within(Path::new("/run/rvs/sub/x.sock"), root));
+        assert!(!within(Path::new("/run/rvs/../../etc/x.sock"), root));
+        assert!(!within(Path::new("/run/rvsx/control.sock"), root));
+        assert!(!within(Path::new("/etc/control.sock"), root));
+        assert!(!within(Path::new("run/rvs/control.sock"), root));
     }
 }
