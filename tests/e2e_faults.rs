@@ -65,14 +65,7 @@ fn rvs_cli(args: &[&str]) -> Output {
 }
 
 fn json_of(topo: &Topology, what: &str) -> serde_json::Value {
-    let s = sock(topo);
-    let out = rvs_cli(&[what, "--socket", &s, "--json"]);
-    assert!(
-        out.status.success(),
-        "rvs {what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("rvs --json output")
+    common::rvs_json(topo, &[what, "--json"])
 }
 
 /// Real server of the flow from the client's port `port` (`rvs conns`).

@@ -123,38 +123,6 @@ fn wait_health(
     }
 }
 
-/// SIGKILLs the python HTTP server(s) of namespace `short`, found by pid
-/// inside that namespace only (other tests run servers of the same name).
-fn kill_http_server(topo: &Topology, short: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "pids", topo.ns(short)])
-        .output()
-        .expect("ip netns pids");
-    let mut killed = 0;
-    for pid in String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse::<libc::pid_t>().ok())
-    {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains("http_server") {
-            // SAFETY: kill(2) on a pid `ip netns pids` just listed in our own
-            // namespace; no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed += 1;
-        }
-    }
-    assert!(killed > 0, "no http_server process in {short}");
-    // The listening socket is gone once the process is.
-    let gone = wait_until(T, || {
-        let out = topo.exec(short, &["ss", "-Htln", "sport", "= :8080"]);
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .is_empty()
-            .then_some(())
-    });
-    assert!(gone.is_some(), "http server of {short} still listening");
-}
-
 /// `n` requests to the VIP on `port`, each of which must succeed; the count
 /// per answering server.
 fn requests(topo: &Topology, port: u16, n: usize) -> HashMap<String, usize> {
@@ -219,7 +187,7 @@ fn stopped_server_is_taken_out_and_comes_back() {
     let seen = requests(&topo, 80, 30);
     assert_eq!(seen.get("rs2"), Some(&10), "{seen:?}");
 
-    kill_http_server(&topo, "rs2");
+    topo.kill_http_server("rs2", 8080);
     let bound = INTERVAL * FALL + TIMEOUT;
     let down = wait_health(&topo, &daemon, "web", 2, "down", bound + MARGIN);
     eprintln!("rs2 stopped → marked down after {down:?} (bound {bound:?} + margin)");
@@ -306,7 +274,7 @@ fn all_servers_down_is_a_prompt_refusal() {
         wait_health(&topo, &daemon, "web", i, "up", T);
     }
     for i in 1..=3 {
-        kill_http_server(&topo, &topo.rs(i));
+        topo.kill_http_server(&topo.rs(i), 8080);
     }
     for i in 1..=3 {
         wait_health(&topo, &daemon, "web", i, "down", T);

@@ -83,9 +83,7 @@ fn rvs_ok(topo: &Topology, args: &[&str]) {
 }
 
 fn services_json(topo: &Topology) -> serde_json::Value {
-    let out = rvs(&["services", "--socket", &sock(topo), "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("services json")
+    common::rvs_json(topo, &["services", "--json"])
 }
 
 fn find_service<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -127,35 +125,6 @@ fn wait_health(
         services_json(topo),
         daemon.log()
     );
-}
-
-/// SIGKILLs the http_server processes of namespace `short` listening on
-/// 8080 (all of them: found by pid inside that namespace only).
-fn kill_http_server(topo: &Topology, short: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "pids", topo.ns(short)])
-        .output()
-        .expect("ip netns pids");
-    let mut killed = 0;
-    for pid in String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse::<libc::pid_t>().ok())
-    {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("http_server") && cmdline.trim_end().ends_with("8080") {
-            // SAFETY: kill(2) on a pid `ip netns pids` just listed in our own
-            // namespace; no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed += 1;
-        }
-    }
-    assert!(killed > 0, "no http_server on 8080 in {short}");
-    let gone = wait_until(T, || {
-        let out = topo.exec(short, &["ss", "-Htln", "sport", "= :8080"]);
-        text(&out.stdout).trim().is_empty().then_some(())
-    });
-    assert!(gone.is_some(), "http server of {short} still listening");
 }
 
 /// The harness's HTTP server on real server `i`, answering `name`, on
@@ -292,7 +261,7 @@ fn sticky_client_is_rescheduled_when_its_server_goes_down() {
         .and_then(|n| n.parse().ok())
         .expect("rsN");
 
-    kill_http_server(&topo, &sticky);
+    topo.kill_http_server(&sticky, 8080);
     let killed = Instant::now();
     let window = INTERVAL * FALL + TIMEOUT + MARGIN;
     let mut results: Vec<(Duration, Result<String, String>)> = Vec::new();
@@ -380,8 +349,8 @@ fn sorry_server_takes_new_flows_while_every_server_is_down() {
         false
     );
 
-    kill_http_server(&topo, "rs1");
-    kill_http_server(&topo, "rs2");
+    topo.kill_http_server("rs1", 8080);
+    topo.kill_http_server("rs2", 8080);
     wait_health(&topo, &daemon, "web", 1, "down", T);
     wait_health(&topo, &daemon, "web", 2, "down", T);
     let seen = hits(&topo, 80, 10);
@@ -437,7 +406,7 @@ fn runtime_weight_returns_after_down_and_up() {
         "{r}"
     );
 
-    kill_http_server(&topo, "rs1");
+    topo.kill_http_server("rs1", 8080);
     wait_health(&topo, &daemon, "web", 1, "down", T);
     let r = real(&topo, "web", 1);
     assert_eq!(r["effective_weight"], 0, "{r}");
@@ -540,14 +509,14 @@ fn quorum_crossing_is_logged_once_and_exported() {
     let label = "rvs_service_degraded{service=\"203.0.113.10:80/tcp\"}";
     assert_eq!(metric(&scrape(&topo), label), Some(0.0));
 
-    kill_http_server(&topo, "rs2");
+    topo.kill_http_server("rs2", 8080);
     wait_health(&topo, &daemon, "web", 2, "down", T);
     assert_eq!(
         metric(&scrape(&topo), label),
         Some(0.0),
         "up weight 2 meets quorum 2"
     );
-    kill_http_server(&topo, "rs3");
+    topo.kill_http_server("rs3", 8080);
     wait_health(&topo, &daemon, "web", 3, "down", T);
     let m = scrape(&topo);
     assert_eq!(metric(&m, label), Some(1.0), "{m}");

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::rvs_json;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -119,22 +121,6 @@ fn nat_config_with_timeouts(topo: &Topology, scheduler: &str, extra: &str) -> St
         &format!("\n{SHORT_CLOSE}\n[[virtual_service]]"),
         1,
     )
-}
-
-fn rvs_json(topo: &Topology, args: &[&str]) -> serde_json::Value {
-    let sock = topo.tmp_dir().join("control.sock");
-    let out = std::process::Command::new(common::rvs_binary())
-        .args(args)
-        .arg("--socket")
-        .arg(&sock)
-        .output()
-        .expect("run rvs client");
-    assert!(
-        out.status.success(),
-        "rvs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 fn slow_download(topo: &Topology) -> std::process::Child {

@@ -23,6 +23,7 @@
 
 #![allow(dead_code)]
 
+pub mod client;
 pub mod daemon;
 pub mod nft;
 pub mod scripts;
@@ -37,6 +38,8 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use client::{control_socket, rvs_json};
 pub use daemon::Daemon;
 pub use nft::NftCounter;
 
