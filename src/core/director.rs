@@ -213,7 +213,15 @@ impl Director {
     ) -> Director {
         let mut registry = Registry::default();
         let snap = Snapshot::build(config, host, runtime, &mut registry, None);
-        let hasher = FastBuild::random();
+        // The table hash is keyed randomly per process (remote clients choose
+        // the keys); a configured seed makes shard placement reproducible,
+        // as STYLE asks of every choice a test depends on.
+        let seed = snap.config.daemon.seed;
+        let hasher = if seed == 0 {
+            FastBuild::random()
+        } else {
+            FastBuild::with_key(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x7276_735f_7461_626c)
+        };
         Director {
             snapshot: ArcSwap::from_pointee(snap),
             registry: Mutex::new(registry),

@@ -1482,6 +1482,9 @@ fn a_syn_flood_does_not_evict_a_handshake_in_flight() {
     let t0 = Instant::now();
     let mut c = base_config();
     c.daemon.max_connections = 1024;
+    // Whether some shard runs out of older half-open entries depends on
+    // where the hash puts 1 424 flows; a seed makes that the same every run.
+    c.daemon.seed = 7;
     let d = director(c, t0);
     let vip = sa(VIP_DR, 80);
     let spoofed = |k: u32| {
