@@ -223,7 +223,8 @@ pub struct DaemonConfig {
     pub workers: u32,
     /// Accept mid-flow TCP packets of unknown flows (IPVS sloppy_tcp).
     pub sloppy_tcp: bool,
-    /// Seed for schedulers that hash (mh, sh) and for the table hash.
+    /// Seed for schedulers that hash (mh, sh; equal on every director) and,
+    /// when non-zero, for the connection-table hash (0: random per process).
     pub seed: u64,
     /// Where runtime state (weights set with `rvs weight`) survives a
     /// restart; systemd's StateDirectory=rvs.
