@@ -41,7 +41,6 @@ reasons! {
     TooBig => "too_big", "The packet exceeds the egress MTU (ICMP fragmentation needed sent when DF is set).";
     GsoUnsupported => "gso_unsupported", "A GSO super-frame that the method cannot forward whole (TUN).";
     IcmpUnmatched => "icmp_unmatched", "An ICMP error to a VIP or from a real server that quotes no known flow.";
-    TtlExceeded => "ttl_exceeded", "TTL would reach zero.";
     NeighbourPending => "neighbour_pending", "The next hop's MAC address is unknown and its queue is full.";
     TxError => "tx_error", "The kernel refused to send the frame.";
 }
@@ -96,10 +95,10 @@ impl PerWorker {
 /// One counter per [`DropReason`].
 #[derive(Debug, Default)]
 pub struct DropCounters {
-    counts: [PerWorker; 16],
+    counts: [PerWorker; 15],
 }
 
-const _: () = assert!(DropReason::ALL.len() == 16);
+const _: () = assert!(DropReason::ALL.len() == 15);
 
 impl DropCounters {
     pub fn add(&self, reason: DropReason) {
