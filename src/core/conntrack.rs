@@ -64,6 +64,10 @@ impl FlowKey {
 pub mod flags {
     /// The entry holds a reference on a persistence template.
     pub const TEMPLATE: u8 = 0x01;
+    /// The flow's real server was reset and the entry already released
+    /// (counts, template); it stays until its next packet or its short
+    /// expiry so that packet is counted as a reset, not an unknown flow.
+    pub const TOMBSTONE: u8 = 0x02;
 }
 
 /// One connection. Small and `Copy`: the real server is an index, and the
@@ -195,11 +199,12 @@ impl Shard {
     }
 
     /// Up to `budget` live slots from the sweep cursor for which `dead`
-    /// holds, removed and handed to `release`. Bounded work per call.
+    /// holds, removed and handed to `release`. Bounded work per call;
+    /// `dead` may change an entry it keeps.
     pub fn sweep(
         &mut self,
         budget: usize,
-        mut dead: impl FnMut(&Conn) -> bool,
+        mut dead: impl FnMut(&mut Conn) -> bool,
         mut release: impl FnMut(Conn),
     ) {
         let n = self.slots.len();
@@ -212,8 +217,8 @@ impl Shard {
             }
             let i = self.cursor;
             self.cursor += 1;
-            let s = self.slots[i];
-            if s.live && dead(&s.conn) {
+            let s = &mut self.slots[i];
+            if s.live && dead(&mut s.conn) {
                 // i < slots.len() ≤ u32::MAX by the cap.
                 let c = self.remove(u32::try_from(i).unwrap_or(u32::MAX));
                 release(c);

@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -140,17 +140,11 @@ pub struct Director {
     hasher: FastBuild,
     base: Instant,
     last_sweep_ms: AtomicU64,
-    /// TCP flows of a reset real server that the sweep reclaimed before
-    /// their next packet (key → forget at, ms): that packet is still
-    /// counted as `real_server_reset`. Bounded by [`RESET_MEMORY_CAP`];
-    /// looked at only on the no-connection drop path.
-    reset_flows: Mutex<FastMap<FlowKey, u64>>,
-    reset_flows_any: AtomicBool,
 }
 
 /// How long a reclaimed reset flow is remembered (IPVS's TCP CLOSE timeout).
-const RESET_MEMORY_MS: u64 = 10_000;
-const RESET_MEMORY_CAP: usize = 65_536;
+/// How long a reset flow's tombstone stays (see [`flags::TOMBSTONE`]).
+const TOMBSTONE_MS: u64 = 10_000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned shard still holds consistent entries (every mutation is a
@@ -237,8 +231,6 @@ impl Director {
             hasher,
             base: now,
             last_sweep_ms: AtomicU64::new(0),
-            reset_flows: Mutex::new(FastMap::with_hasher(hasher)),
-            reset_flows_any: AtomicBool::new(false),
         }
     }
 
@@ -481,11 +473,24 @@ impl Director {
         }
     }
 
+    fn is_tombstone(c: &Conn) -> bool {
+        c.flags & flags::TOMBSTONE != 0
+    }
+
     fn is_dead(snap: &Snapshot, c: &Conn, now: u64) -> bool {
         c.expires <= now
+            || Self::is_tombstone(c)
             || snap
                 .real(c.real)
                 .is_some_and(|r| r.epoch.load(Ordering::Relaxed) != c.epoch)
+    }
+
+    /// Accounting for an entry taken out of its shard (a tombstone was
+    /// accounted for when it became one).
+    fn reclaim(&self, snap: &Snapshot, c: &Conn, now: u64) {
+        if !Self::is_tombstone(c) {
+            self.release(snap, c, now);
+        }
     }
 
     /// Accounting for an entry that left its shard.
@@ -613,13 +618,14 @@ impl Director {
         let mut shard = lock(own);
         if let Some(slot) = shard.find_in(&key) {
             let c = *shard.get(slot);
-            let reset = snap
-                .real(c.real)
-                .is_some_and(|r| r.epoch.load(Ordering::Relaxed) != c.epoch);
+            let reset = Self::is_tombstone(&c)
+                || snap
+                    .real(c.real)
+                    .is_some_and(|r| r.epoch.load(Ordering::Relaxed) != c.epoch);
             let reuse = syn && !ack && TcpState::from_u8(c.state).allows_reuse();
             if reset || c.expires <= now || reuse {
                 shard.remove(slot);
-                self.release(snap, &c, now);
+                self.reclaim(snap, &c, now);
                 if reset && !syn && tcp {
                     return Verdict::Drop(DropReason::RealServerReset);
                 }
@@ -650,8 +656,6 @@ impl Director {
             if (!syn || ack) && !sloppy {
                 return Verdict::Drop(if l4.tcp_flags == 0 {
                     DropReason::BadTcpFlags
-                } else if self.was_reset(&key, now) {
-                    DropReason::RealServerReset
                 } else {
                     DropReason::NoConnection
                 });
@@ -733,8 +737,11 @@ impl Director {
         own: &Mutex<Shard>,
     ) -> bool {
         let max = snap.config.daemon.max_connections as usize;
+        // A tombstone frees no room: it was released when it became one.
         let half_open = |c: &Conn| {
-            c.protocol == Protocol::Tcp && TcpState::from_u8(c.state) == TcpState::SynRecv
+            c.protocol == Protocol::Tcp
+                && TcpState::from_u8(c.state) == TcpState::SynRecv
+                && !Self::is_tombstone(c)
         };
         let reserve = || {
             self.entries
@@ -799,7 +806,7 @@ impl Director {
         let c = *shard.get(slot);
         if Self::is_dead(snap, &c, now) {
             shard.remove(slot);
-            self.release(snap, &c, now);
+            self.reclaim(snap, &c, now);
             return Verdict::Drop(if c.expires <= now {
                 DropReason::NoConnection
             } else {
@@ -1189,29 +1196,38 @@ impl Director {
         self.last_sweep_ms.store(now, Ordering::Relaxed);
         let snap = self.snapshot.load();
         let mut dead = Vec::new();
+        let mut tombstoned = Vec::new();
         for shard in self.shards.iter() {
             {
                 let mut s = lock(shard);
                 s.sweep(
                     SWEEP_BUDGET,
-                    |c| Self::is_dead(&snap, c, now),
+                    |c| {
+                        if Self::is_tombstone(c) {
+                            return c.expires <= now;
+                        }
+                        if !Self::is_dead(&snap, c, now) {
+                            return false;
+                        }
+                        if c.protocol == Protocol::Tcp && c.expires > now {
+                            // Dead by epoch (its server was reset): released
+                            // now, kept as a tombstone so the flow's next
+                            // packet still counts as real_server_reset.
+                            tombstoned.push(*c);
+                            c.flags = (c.flags & !flags::TEMPLATE) | flags::TOMBSTONE;
+                            c.expires = now + TOMBSTONE_MS;
+                            return false;
+                        }
+                        true
+                    },
                     |c| dead.push(c),
                 );
             }
-            // Released outside the conn shard lock is fine too, but template
-            // locks are always taken after conn locks, never before.
-            for c in dead.drain(..) {
-                if c.protocol == Protocol::Tcp && c.expires > now {
-                    // Dead by epoch: a reset server's flow.
-                    self.remember_reset(FlowKey::new(c.protocol, c.client, c.vaddr), now);
-                }
-                self.release(&snap, &c, now);
+            // Released outside the conn shard lock: template locks are taken
+            // after conn locks or alone, never before.
+            for c in dead.drain(..).chain(tombstoned.drain(..)) {
+                self.reclaim(&snap, &c, now);
             }
-        }
-        if self.reset_flows_any.load(Ordering::Relaxed) {
-            let mut m = lock(&self.reset_flows);
-            m.retain(|_, until| *until > now);
-            self.reset_flows_any.store(!m.is_empty(), Ordering::Relaxed);
         }
         let i = self.template_cursor.fetch_add(1, Ordering::Relaxed) % TEMPLATE_SHARDS;
         let mut t = lock(&self.templates[i]);
@@ -1224,23 +1240,6 @@ impl Director {
             }
             keep
         });
-    }
-
-    fn remember_reset(&self, key: FlowKey, now: u64) {
-        let mut m = lock(&self.reset_flows);
-        if m.len() < RESET_MEMORY_CAP {
-            m.insert(key, now + RESET_MEMORY_MS);
-            self.reset_flows_any.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// A packet without a connection: one of a reset flow the sweep
-    /// already reclaimed?
-    fn was_reset(&self, key: &FlowKey, now: u64) -> bool {
-        self.reset_flows_any.load(Ordering::Relaxed)
-            && lock(&self.reset_flows)
-                .get(key)
-                .is_some_and(|&until| until > now)
     }
 
     /// The live table, templates included (`rvs conns`).
