@@ -780,7 +780,15 @@ impl Director {
         own: &Mutex<Shard>,
         evictable: impl Fn(&Conn) -> bool,
     ) -> bool {
-        for m in self.shards.iter().filter(|m| !std::ptr::eq(*m, own)) {
+        // Start after our own shard, not at shard 0, so evictions spread
+        // over the table instead of draining the first shards.
+        let start = self
+            .shards
+            .iter()
+            .position(|m| std::ptr::eq(m, own))
+            .unwrap_or(0);
+        for k in 1..SHARDS {
+            let m = &self.shards[(start + k) % SHARDS];
             let mut s = match m.try_lock() {
                 Ok(g) => g,
                 Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
