@@ -43,6 +43,7 @@ reasons! {
     IcmpUnmatched => "icmp_unmatched", "An ICMP error to a VIP or from a real server that quotes no known flow.";
     NeighbourPending => "neighbour_pending", "The next hop's MAC address is unknown and its queue is full.";
     TxError => "tx_error", "The kernel refused to send the frame.";
+    RxDropped => "rx_dropped", "The kernel dropped frames before rvs read them: a receive ring was full, or a frame larger than a ring slot found the socket queue full.";
 }
 
 /// Slots of a [`PerWorker`] counter. Packet workers take slots 1.. in
@@ -95,14 +96,18 @@ impl PerWorker {
 /// One counter per [`DropReason`].
 #[derive(Debug, Default)]
 pub struct DropCounters {
-    counts: [PerWorker; 15],
+    counts: [PerWorker; 16],
 }
 
-const _: () = assert!(DropReason::ALL.len() == 15);
+const _: () = assert!(DropReason::ALL.len() == 16);
 
 impl DropCounters {
     pub fn add(&self, reason: DropReason) {
         self.counts[reason as usize].add(1);
+    }
+
+    pub fn add_n(&self, reason: DropReason, n: u64) {
+        self.counts[reason as usize].add(n);
     }
 
     pub fn get(&self, reason: DropReason) -> u64 {

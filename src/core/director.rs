@@ -319,6 +319,13 @@ impl Director {
         self.drops.add(reason);
     }
 
+    /// Counts `n` drops the driver learnt of at once (kernel statistics).
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.drops.add_n(reason, n);
+        }
+    }
+
     fn dispatch(&self, snap: &Snapshot, now: u64, f: &mut Frame<'_>) -> Verdict {
         let end = f.start.saturating_add(f.len);
         if end > f.buf.len() || f.len < ETH_LEN {

@@ -3,15 +3,17 @@
 //! checksums arrive described (and leave the same way), and
 //! PACKET_IGNORE_OUTGOING so the daemon never sees its own transmissions.
 //!
-//! Frames are received in batches with `recvmmsg` straight into buffers
-//! that keep [`HEADROOM`](crate::core::director::HEADROOM) bytes in front,
-//! rewritten in place by the core, and sent in batches with `sendmmsg`
-//! from the same buffers: no copy, no allocation per packet.
+//! Frames arrive in a TPACKET_V2 ring shared by mmap ([`super::ring`]): no
+//! system call per received frame, and the core rewrites each frame in its
+//! slot. Frames too large for a slot arrive whole on the socket queue and
+//! are read with `recvmsg` into a [`Batch`]. Frames leave in batches with
+//! `sendmmsg` from wherever they were rewritten: no allocation per packet.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::core::director::{Offload, HEADROOM};
+use crate::datapath::ring::{self, RxRing};
 
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_VNET_HDR: libc::c_int = 15;
@@ -56,9 +58,11 @@ pub fn emit_vnet(o: &Offload) -> [u8; VNET_HDR_LEN] {
     h
 }
 
-/// One bound AF_PACKET socket.
+/// One bound AF_PACKET socket and its receive ring.
 #[derive(Debug)]
 pub struct PacketSocket {
+    /// Declared before `fd`: unmapped before the socket closes.
+    pub ring: RxRing,
     fd: OwnedFd,
     pub ifindex: u32,
 }
@@ -80,8 +84,16 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
 
 impl PacketSocket {
     /// Opens a socket on `ifindex`, in fanout group `group` (shared by the
-    /// workers' sockets on that interface).
-    pub fn open(ifindex: u32, group: u16, rcvbuf: usize) -> io::Result<PacketSocket> {
+    /// workers' sockets on that interface), with a receive ring of about
+    /// `frames` slots sized for `mtu`. `rcvbuf` bounds the queue of frames
+    /// too large for a slot.
+    pub fn open(
+        ifindex: u32,
+        group: u16,
+        mtu: u32,
+        frames: u32,
+        rcvbuf: usize,
+    ) -> io::Result<PacketSocket> {
         let proto = ETH_P_ALL.to_be();
         // SAFETY: plain socket(2) call; the result is checked.
         let fd = cvt(unsafe {
@@ -95,7 +107,17 @@ impl PacketSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let raw = fd.as_raw_fd();
         let one: libc::c_int = 1;
+        // The vnet header, version and reserve must precede the ring.
         setsockopt(raw, libc::SOL_PACKET, PACKET_VNET_HDR, &one)?;
+        setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            ring::PACKET_VERSION,
+            &ring::TPACKET_V2,
+        )?;
+        setsockopt(raw, libc::SOL_PACKET, ring::PACKET_RESERVE, &ring::RESERVE)?;
+        // Any non-zero threshold: frames larger than a slot are queued whole.
+        setsockopt(raw, libc::SOL_PACKET, ring::PACKET_COPY_THRESH, &one)?;
         setsockopt(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &one)?;
         let buf = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
         // Without FORCE the kernel caps at rmem_max; either is fine.
@@ -103,6 +125,7 @@ impl PacketSocket {
             .or_else(|_| setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &buf));
         let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &buf)
             .or_else(|_| setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, &buf));
+        let ring = RxRing::create(raw, ring::geometry(mtu, frames))?;
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as libc::sa_family_t;
@@ -116,7 +139,7 @@ impl PacketSocket {
         // headers before rvs could count them, and rvs drops fragments.
         let fanout: u32 = u32::from(group) | (PACKET_FANOUT_HASH << 16);
         setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &fanout)?;
-        Ok(PacketSocket { fd, ifindex })
+        Ok(PacketSocket { ring, fd, ifindex })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -124,8 +147,8 @@ impl PacketSocket {
     }
 }
 
-/// Receive/transmit batch state for one socket: `BATCH` slots, each with a
-/// vnet header and a frame buffer with headroom.
+/// `recvmmsg` state: slots, each with a vnet header and a frame buffer
+/// with headroom (the frames too large for a ring slot land here).
 pub struct Batch {
     pub vnet: Vec<[u8; VNET_HDR_LEN]>,
     pub bufs: Vec<Vec<u8>>,
@@ -170,6 +193,11 @@ impl Batch {
             // SAFETY: as above.
             msgs: vec![unsafe { std::mem::zeroed() }; slots],
         }
+    }
+
+    /// A batch without slots (a placeholder while one is borrowed out).
+    pub fn empty() -> Batch {
+        Batch::new(0)
     }
 
     pub fn slots(&self) -> usize {

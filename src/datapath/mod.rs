@@ -10,6 +10,7 @@ pub mod bpf;
 pub mod neigh;
 pub mod nft;
 pub mod realserver;
+pub mod ring;
 pub mod system;
 pub mod tunnel_endpoint;
 pub mod worker;
