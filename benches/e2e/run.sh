@@ -344,7 +344,7 @@ EOF
     local perf_pid="" stat_pid="" r0 r1 hz
     hz=$(getconf CLK_TCK)
     if [ "$PROFILE" = 1 ] && [ "$RUN" = 1 ]; then
-        perf record -q -a -g -C "$DIR_CPU" -o "$TMP/perf-$SCEN.data" -- sleep "$DUR" >/dev/null 2>&1 &
+        perf record -q -a -g -C "${PERF_CPUS:-$DIR_CPU}" -o "$TMP/perf-$SCEN.data" -- sleep "$DUR" >/dev/null 2>&1 &
         perf_pid=$!
         if [ -n "${RVS_PID:-}" ]; then
             perf stat -x, -o "$TMP/perf-stat-$SCEN.csv" -p "$RVS_PID" \
@@ -362,14 +362,14 @@ EOF
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" || true
         {
-            echo "# director core $DIR_CPU, all tasks (cpu-clock samples where no PMU):"
+            echo "# cores ${PERF_CPUS:-$DIR_CPU}, all tasks (cpu-clock samples where no PMU):"
             perf report -i "$TMP/perf-$SCEN.data" --no-children -g none --sort comm,sym --stdio --percent-limit 0.5 2>/dev/null \
                 | grep -E '^ +[0-9]' | cut -c1-140 | head -40
             echo "# the director alone (rvs threads, or the kernel's softirq work in any task):"
             perf report -i "$TMP/perf-$SCEN.data" --no-children -g none --comms rvs-worker-0,rvs-worker-1,rvs-timer,ksoftirqd/$DIR_CPU \
                 --sort sym --stdio --percent-limit 0.3 2>/dev/null | grep -E '^ +[0-9]' | cut -c1-140 | head -50
         } > "$RESULTS/perf-$SCEN.txt" || true
-        rm -f "$TMP/perf-$SCEN.data"
+        [ "${KEEP_TMP:-0}" = 1 ] || rm -f "$TMP/perf-$SCEN.data"
     fi
     sleep 0.5
     tx1=$(nsx cli cat /sys/class/net/eth0/statistics/tx_packets)

@@ -84,12 +84,13 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
 
 impl PacketSocket {
     /// Opens a socket on `ifindex`, in fanout group `group` (shared by the
-    /// workers' sockets on that interface), with a receive ring of about
+    /// workers' sockets on that interface; `None` with a single worker:
+    /// no group, no flow hash computed per frame), with a receive ring of about
     /// `frames` slots sized for `mtu`. `rcvbuf` bounds the queue of frames
     /// too large for a slot.
     pub fn open(
         ifindex: u32,
-        group: u16,
+        group: Option<u16>,
         mtu: u32,
         frames: u32,
         rcvbuf: usize,
@@ -137,8 +138,13 @@ impl PacketSocket {
         // Flow hash fanout keeps a flow's packets on one worker (in order).
         // Not FLAG_DEFRAG: the kernel's defragmenter would swallow broken
         // headers before rvs could count them, and rvs drops fragments.
-        let fanout: u32 = u32::from(group) | (PACKET_FANOUT_HASH << 16);
-        setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &fanout)?;
+        if let Some(group) = group {
+            let fanout: u32 = u32::from(group) | (PACKET_FANOUT_HASH << 16);
+            setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &fanout)?;
+        }
+        // Not PACKET_QDISC_BYPASS: it hides rvs's transmissions from
+        // tcpdump on the director, and saved no measurable time on veth
+        // (whose qdisc is noqueue) within the noise of the e2e bench.
         Ok(PacketSocket { ring, fd, ifindex })
     }
 

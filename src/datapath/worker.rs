@@ -85,6 +85,7 @@ impl Datapath {
                     .host
                     .interface(ifi)
                     .map_or(1500, |i| i.mtu);
+                let g = (workers > 1).then_some(g);
                 let s = PacketSocket::open(ifi, g, u32::from(mtu), RING_FRAMES, 8 << 20)?;
                 bpf::attach(s.fd(), &prog)?;
                 fds.push(s.fd());
