@@ -64,6 +64,7 @@ fi
 GEN_CPU=0        # load generators, router, bridge, real servers
 DIR_CPU=1        # the director: rvs (taskset) or the kernel (RPS on its eth0)
 RVS_WORKERS="${RVS_WORKERS:-1}"
+export RVS_BUSY_POLL_US="${RVS_BUSY_POLL_US:-0}"
 VIP=203.0.113.10
 PFX="rvsb$$-"
 TMP=$(mktemp -d /tmp/rvs-bench.XXXXXX)
@@ -224,6 +225,7 @@ rvs_config() {
 interfaces = ["eth0"]
 control_socket = "$TMP/control.sock"
 workers = $RVS_WORKERS
+busy_poll_us = $RVS_BUSY_POLL_US
 
 EOF
     for svc in "web tcp 80 1 2 3" "dns udp 53 1 2 3" "bulk tcp 5201 1"; do
@@ -493,7 +495,7 @@ scen = [s for s in order if any(k[0] == s for k in vals)]
 L = []
 cmd = ("benches/e2e/run.sh " + args).strip()
 L.append(f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}, commit {commit}, `{cmd}`, "
-         f"{runs} run(s) per scenario, medians; {dur} s loads; ab -n {abn}; rvs workers = {workers}; "
+         f"{runs} run(s) per scenario, medians; {dur} s loads; ab -n {abn}; rvs workers = {workers}, busy_poll_us = {os.environ.get('RVS_BUSY_POLL_US', '0')}; "
          f"kernel {platform.release()}, {os.cpu_count()} CPUs; load average at start {load}; {elapsed} s in all.")
 L.append("")
 L.append("| scenario | delivered kpps | loss | director core µs/packet | core-1 busy | conn/s (wrk -c 32) | core-1 busy | p50 latency µs (ab -c 1) | core-1 busy | 1 TCP stream Gbit/s | core-1 busy |")

@@ -224,6 +224,7 @@ const DAEMON_KEYS: &[&str] = &[
     "seed",
     "state_dir",
     "control_group",
+    "busy_poll_us",
 ];
 const TIMEOUT_KEYS: &[&str] = &[
     "tcp_established",
@@ -281,6 +282,9 @@ const CHECK_TYPED_KEYS: &[(&str, &str)] = &[
 const SCHEDULERS: &[&str] = &["lc", "wlc", "rr", "wrr", "sh", "mh", "sed", "nq"];
 /// `daemon.max_connections` upper bound: 2^31 entries.
 const MAX_TABLE: i64 = 1 << 31;
+/// `daemon.busy_poll_us` upper bound: beyond 10 ms a worker would spin
+/// through idle periods instead of bridging the gaps between packets.
+const MAX_BUSY_POLL_US: u32 = 10_000;
 /// `daemon.workers` upper bound.
 const MAX_WORKERS: u32 = 256;
 /// IPVS weights are 0..=65535 in ipvsadm.
@@ -698,6 +702,7 @@ impl<'a> Cx<'a> {
         let workers = self.u32(t, "workers", 0, MAX_WORKERS);
         let sloppy_tcp = self.bool(t, "sloppy_tcp");
         let seed = self.int(t, "seed", 0, i64::MAX);
+        let busy_poll_us = self.u32(t, "busy_poll_us", 0, MAX_BUSY_POLL_US);
         Some(DaemonConfig {
             interfaces: interfaces?,
             control_socket: or(control_socket, defaults.control_socket)?,
@@ -713,6 +718,10 @@ impl<'a> Cx<'a> {
             )?,
             state_dir: or(state_dir, defaults.state_dir)?,
             control_group: control_group.ok()?,
+            busy_poll_us: or(
+                busy_poll_us.map(|o| o.map(|(n, _)| n)),
+                defaults.busy_poll_us,
+            )?,
         })
     }
 

@@ -188,8 +188,9 @@ impl State {
                     || old.control_socket != new.control_socket
                     || old.metrics_address != new.metrics_address
                     || old.workers != new.workers
+                    || old.busy_poll_us != new.busy_poll_us
                 {
-                    tracing::warn!("reload: changes to daemon.interfaces, control_socket, metrics_address or workers take effect at the next restart");
+                    tracing::warn!("reload: changes to daemon.interfaces, control_socket, metrics_address, workers or busy_poll_us take effect at the next restart");
                 }
                 // Runtime weights are kept until the file changes that server.
                 let prev = self.config.clone();
@@ -751,7 +752,8 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n as usize,
     };
-    let datapath = match Datapath::start(director.clone(), &ifindexes, workers) {
+    let busy_poll = Duration::from_micros(u64::from(cfg.daemon.busy_poll_us));
+    let datapath = match Datapath::start(director.clone(), &ifindexes, workers, busy_poll) {
         Ok(d) => d,
         Err(e) => {
             let _ = nft::remove();

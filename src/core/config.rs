@@ -231,6 +231,9 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// A group whose members may use the control socket too (mode 0660).
     pub control_group: Option<String>,
+    /// Microseconds a worker keeps polling its rings after the last frame
+    /// before it sleeps (0: sleep at once). Trades CPU for latency.
+    pub busy_poll_us: u32,
 }
 
 impl Default for DaemonConfig {
@@ -245,6 +248,7 @@ impl Default for DaemonConfig {
             seed: 0,
             state_dir: PathBuf::from("/var/lib/rvs"),
             control_group: None,
+            busy_poll_us: 0,
         }
     }
 }

@@ -57,11 +57,14 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Opens the sockets and starts `workers` threads on `ifindexes`.
+    /// Opens the sockets and starts `workers` threads on `ifindexes`; a
+    /// worker whose rings ran empty keeps polling them for `busy_poll`
+    /// after its last frame before it sleeps.
     pub fn start(
         director: Arc<Director>,
         ifindexes: &[u32],
         workers: usize,
+        busy_poll: Duration,
     ) -> io::Result<Datapath> {
         let stop = Arc::new(AtomicBool::new(false));
         let neighbours = Arc::new(Neighbours::default());
@@ -122,7 +125,7 @@ impl Datapath {
                     .name(format!("rvs-worker-{w}"))
                     .spawn(move || {
                         crate::core::counters::set_worker_slot(w);
-                        worker.run(&stop, &hb[w], &pk[w], t0)
+                        worker.run(&stop, &hb[w], &pk[w], t0, busy_poll)
                     })?,
             );
         }
@@ -246,7 +249,14 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&mut self, stop: &AtomicBool, heartbeat: &AtomicU64, packets: &AtomicU64, t0: Instant) {
+    fn run(
+        &mut self,
+        stop: &AtomicBool,
+        heartbeat: &AtomicU64,
+        packets: &AtomicU64,
+        t0: Instant,
+        busy_poll: Duration,
+    ) {
         let mut pfds: Vec<libc::pollfd> = self
             .sockets
             .iter()
@@ -257,6 +267,7 @@ impl Worker {
             })
             .collect();
         let mut last_stats = Instant::now();
+        let mut last_frame = last_stats;
         while !stop.load(Ordering::Relaxed) {
             let mut busy = false;
             for (k, pfd) in pfds.iter_mut().enumerate() {
@@ -291,7 +302,13 @@ impl Worker {
                         .count_drops(DropReason::RxDropped, ring::take_drops(sock.fd()));
                 }
             }
-            if !busy {
+            if busy {
+                last_frame = now;
+            } else if now.duration_since(last_frame) < busy_poll {
+                // Traffic was recent: the next frame is likely microseconds
+                // away, cheaper to wait for awake than to sleep and be woken.
+                std::hint::spin_loop();
+            } else {
                 let nfds = libc::nfds_t::try_from(pfds.len()).unwrap_or(0);
                 // SAFETY: pfds is a valid array of nfds pollfds.
                 unsafe { libc::poll(pfds.as_mut_ptr(), nfds, 50) };

@@ -734,6 +734,27 @@ fn connection_limits() {
 }
 
 #[test]
+fn busy_poll_is_bounded_microseconds_and_off_by_default() {
+    assert_eq!(
+        lines(
+            &run(
+                "[daemon]\ninterfaces = [\"eth0\"]\nbusy_poll_us = 10001\n",
+                None
+            )
+            .unwrap_err()
+        ),
+        ["rvs.toml:3:16: error: `busy_poll_us` must be between 0 and 10000, found 10001"]
+    );
+    let (config, _) = run(
+        "[daemon]\ninterfaces = [\"eth0\"]\nbusy_poll_us = 50\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(config.daemon.busy_poll_us, 50);
+    assert_eq!(ok("").daemon.busy_poll_us, 0);
+}
+
+#[test]
 fn timeouts_override_only_what_they_name() {
     let config = ok("[timeouts]\ntcp_established = \"1h\"\nudp = \"1m30s\"\n");
     assert_eq!(
