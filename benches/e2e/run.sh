@@ -342,6 +342,9 @@ EOF
     nsx cli timeout 10 taskset -c "$GEN_CPU" trafgen --no-sock-mem --notouch-irq -C -P 1 --dev eth0 --conf "$cfg" -n 3000 >/dev/null 2>&1 || true
     sleep 0.5
     tx0=$(nsx cli cat /sys/class/net/eth0/statistics/tx_packets)
+    local drx0 dtx0 drx1 dtx1
+    drx0=$(nsx dir cat /sys/class/net/eth0/statistics/rx_packets)
+    dtx0=$(nsx dir cat /sys/class/net/eth0/statistics/tx_packets)
     d0=$(rs_counter udp_in); o0=$(rs_counter ipip_in)
     local perf_pid="" stat_pid="" r0 r1 hz
     hz=$(getconf CLK_TCK)
@@ -375,6 +378,8 @@ EOF
     fi
     sleep 0.5
     tx1=$(nsx cli cat /sys/class/net/eth0/statistics/tx_packets)
+    drx1=$(nsx dir cat /sys/class/net/eth0/statistics/rx_packets)
+    dtx1=$(nsx dir cat /sys/class/net/eth0/statistics/tx_packets)
     d1=$(rs_counter udp_in); o1=$(rs_counter ipip_in)
     # Offered: what trafgen pushed into its socket (drops in any backlog on
     # the way count as loss); the veth's tx counter only counts successes.
@@ -391,6 +396,11 @@ EOF
     rec pps_inner "$(awk -v n="$got" -v d="$DUR" 'BEGIN { printf "%.0f", n / d }')"
     rec loss "$(awk -v s="$sent" -v g="$delivered" 'BEGIN { printf "%.1f", (s > 0 ? 100 * (s - g) / s : 0) }')"
     rec pps_busy "$busy"
+    # Frames through the director's eth0 per offered packet: 1 in and 1 out
+    # when each packet crosses once; more means a loop (e.g. a packet
+    # bounced between router and director until its TTL ran out).
+    rec dir_rx "$(awk -v n="$((drx1 - drx0))" -v s="$sent" 'BEGIN { printf "%.2f", (s > 0 ? n / s : 0) }')"
+    rec dir_tx "$(awk -v n="$((dtx1 - dtx0))" -v s="$sent" 'BEGIN { printf "%.2f", (s > 0 ? n / s : 0) }')"
     rec pps_softirq "$si"
     local u0 s0 u1 s1
     read -r u0 s0 <<<"$r0"; read -r u1 s1 <<<"$r1"
@@ -530,6 +540,7 @@ for s in scen:
     off = med(s, "pps_offered")
     e = med(s, "conn_errors")
     extra = f"offered {off / 1000:.0f} kpps" if off is not None else ""
+    extra += f"; director eth0 frames per offered packet: in {f(med(s, 'dir_rx'), '.2f')}, out {f(med(s, 'dir_tx'), '.2f')}"
     extra += f"; director core during it: softirq {f(med(s, 'pps_softirq'), '.0f')} %"
     if s in ("nat", "dr", "tun"):
         extra += f", rvs user {f(med(s, 'rvs_usr'), '.0f')} % + sys {f(med(s, 'rvs_sys'), '.0f')} % of a core"
