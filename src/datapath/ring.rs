@@ -72,6 +72,11 @@ pub fn geometry(mtu: u32, frames: u32) -> TpacketReq {
     }
 }
 
+/// Slots of a ring of about `bytes` for an interface MTU (at least one).
+pub fn frames_for(mtu: u32, bytes: u32) -> u32 {
+    (bytes / geometry(mtu, 1).frame_size).max(1)
+}
+
 /// One frame the ring handed over: where its bytes are in the slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxFrame {
@@ -306,5 +311,8 @@ mod tests {
             assert!(g.frame_nr >= frames, "{g:?}");
         }
         assert_eq!(geometry(1500, 2048).frame_size, 2048);
+        assert_eq!(frames_for(1500, 8 << 20), 4096);
+        assert_eq!(frames_for(9000, 8 << 20), 512);
+        assert_eq!(frames_for(65535, 1), 1);
     }
 }

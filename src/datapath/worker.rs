@@ -32,9 +32,13 @@ use crate::wire::gso;
 /// Frames per batch: ring slots taken, rewritten in place and sent with one
 /// `sendmmsg` before they are handed back.
 const BATCH: usize = 64;
-/// Receive ring slots per socket (2 KiB each at MTU 1500: 8 MiB, 20 ms
-/// of frames at 200 kpps for a worker held up).
-const RING_FRAMES: u32 = 4096;
+/// Receive ring bytes per socket: 8 MiB (4096 slots of 2 KiB at MTU
+/// 1500, 20 ms of frames at 200 kpps for a worker held up), less with
+/// many workers so an interface's rings stay within 32 MiB of kernel
+/// memory in all, and at least 1 MiB.
+const RING_BYTES: u32 = 8 << 20;
+const RING_BYTES_PER_INTERFACE: u32 = 32 << 20;
+const RING_BYTES_MIN: u32 = 1 << 20;
 /// Segments of a GSO super-frame sent with one `sendmmsg`: a 64 KiB frame
 /// at MSS 1448 makes 46, so two calls (and the e2e TUN uploads take the
 /// flush in the middle of a frame too).
@@ -93,7 +97,10 @@ impl Datapath {
                     .interface(ifi)
                     .map_or(1500, |i| i.mtu);
                 let g = (workers > 1).then_some(g);
-                let s = PacketSocket::open(ifi, g, u32::from(mtu), RING_FRAMES, 8 << 20)?;
+                let bytes = (RING_BYTES_PER_INTERFACE / u32::try_from(workers).unwrap_or(u32::MAX))
+                    .clamp(RING_BYTES_MIN, RING_BYTES);
+                let frames = ring::frames_for(u32::from(mtu), bytes);
+                let s = PacketSocket::open(ifi, g, u32::from(mtu), frames, 8 << 20)?;
                 bpf::attach(s.fd(), &prog)?;
                 fds.push(s.fd());
                 sockets.push(s);
