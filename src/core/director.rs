@@ -747,7 +747,7 @@ impl Director {
         };
         if let Some(s) = st {
             s.inactive.fetch_add(1, Ordering::Relaxed);
-            s.conns_total.fetch_add(1, Ordering::Relaxed);
+            s.conns_total.add(1);
         }
         if tcp {
             // A flow picked up mid-stream (sloppy_tcp, e.g. after a restart

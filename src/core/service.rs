@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::core::config::{Config, ConnPolicy, Method, Persistence, Protocol, ServiceConfig};
@@ -57,7 +57,7 @@ pub struct RealState {
     pub inactive: AtomicU32,
     /// Persistence templates pointing here.
     pub templates: AtomicU32,
-    pub conns_total: AtomicU64,
+    pub conns_total: PerWorker,
     pub in_pkts: PerWorker,
     pub out_pkts: PerWorker,
     pub in_bytes: PerWorker,
@@ -78,7 +78,7 @@ impl RealState {
             active: AtomicU32::new(0),
             inactive: AtomicU32::new(0),
             templates: AtomicU32::new(0),
-            conns_total: AtomicU64::new(0),
+            conns_total: PerWorker::default(),
             in_pkts: PerWorker::default(),
             out_pkts: PerWorker::default(),
             in_bytes: PerWorker::default(),
@@ -95,8 +95,8 @@ impl RealState {
     }
 
     pub fn zero_stats(&self) {
-        self.conns_total.store(0, Ordering::Relaxed);
         for c in [
+            &self.conns_total,
             &self.in_pkts,
             &self.out_pkts,
             &self.in_bytes,
