@@ -25,6 +25,7 @@ use crate::core::conntrack::{flags, Conn, FlowKey, Shard, Template, TemplateKey}
 use crate::core::counters::{DropCounters, DropReason};
 use crate::core::hash::{FastBuild, FastMap};
 use crate::core::host::{Hop, HostView};
+use crate::core::lock::{ShardGuard, ShardLock};
 use crate::core::sched::ServerLoad;
 use crate::core::service::{Registry, RuntimeState, Service, ServiceKey, Snapshot};
 use crate::core::tcp_state::{Direction, TcpState};
@@ -156,7 +157,7 @@ pub struct Director {
     generation: AtomicU64,
     id: u64,
     registry: Mutex<Registry>,
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[ShardLock<Shard>]>,
     templates: Box<[Mutex<FastMap<TemplateKey, Template>>]>,
     template_cursor: AtomicUsize,
     entries: AtomicUsize,
@@ -246,7 +247,7 @@ impl Director {
             id: DIRECTOR_IDS.fetch_add(1, Ordering::Relaxed),
             registry: Mutex::new(registry),
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(Shard::new(hasher)))
+                .map(|_| ShardLock::new(Shard::new(hasher)))
                 .collect(),
             templates: (0..TEMPLATE_SHARDS)
                 .map(|_| Mutex::new(FastMap::with_hasher(hasher)))
@@ -312,7 +313,7 @@ impl Director {
         })
     }
 
-    fn shard_of(&self, protocol: Protocol, client: SocketAddrV4) -> &Mutex<Shard> {
+    fn shard_of(&self, protocol: Protocol, client: SocketAddrV4) -> &ShardLock<Shard> {
         use std::hash::BuildHasher;
         // One packed word: a tuple would hash each field in its own round.
         let h = self.hasher.hash_one(
@@ -663,7 +664,7 @@ impl Director {
         let syn = tcp && l4.tcp_flags & tcp::flags::SYN != 0;
         let ack = l4.tcp_flags & tcp::flags::ACK != 0;
         let own = self.shard_of(l4.protocol, l4.src);
-        let mut shard = lock(own);
+        let mut shard = own.lock();
         if let Some(slot) = shard.find_in(&key) {
             let c = *shard.get(slot);
             let reset = Self::is_tombstone(&c)
@@ -781,8 +782,8 @@ impl Director {
         &self,
         snap: &Snapshot,
         now: u64,
-        shard: &mut MutexGuard<'_, Shard>,
-        own: &Mutex<Shard>,
+        shard: &mut ShardGuard<'_, Shard>,
+        own: &ShardLock<Shard>,
     ) -> bool {
         let max = snap.config.daemon.max_connections as usize;
         // A tombstone frees no room: it was released when it became one.
@@ -825,7 +826,7 @@ impl Director {
         &self,
         snap: &Snapshot,
         now: u64,
-        own: &Mutex<Shard>,
+        own: &ShardLock<Shard>,
         evictable: impl Fn(&Conn) -> bool,
     ) -> bool {
         // Start after our own shard, not at shard 0, so evictions spread
@@ -837,10 +838,8 @@ impl Director {
             .unwrap_or(0);
         for k in 1..SHARDS {
             let m = &self.shards[(start + k) % SHARDS];
-            let mut s = match m.try_lock() {
-                Ok(g) => g,
-                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => continue,
+            let Some(mut s) = m.try_lock() else {
+                continue;
             };
             if let Some(slot) = s.find_evictable(EVICT_BUDGET, &evictable) {
                 let c = s.remove(slot);
@@ -855,7 +854,7 @@ impl Director {
     fn nat_reply(&self, snap: &Snapshot, now: u64, f: &mut Frame<'_>, l4: &L4) -> Verdict {
         // Replies travel real server → client: the client is the destination.
         let key = FlowKey::new(l4.protocol, l4.dst, l4.src);
-        let mut shard = lock(self.shard_of(l4.protocol, l4.dst));
+        let mut shard = self.shard_of(l4.protocol, l4.dst).lock();
         let Some(slot) = shard.find_reply(&key) else {
             return Verdict::Drop(DropReason::NoConnection);
         };
@@ -1172,7 +1171,7 @@ impl Director {
         if dst_is_vip && *isrc.ip() == outer_dst && snap.service(protocol, isrc).is_some() {
             let key = FlowKey::new(protocol, idst, isrc);
             let c = {
-                let shard = lock(self.shard_of(protocol, idst));
+                let shard = self.shard_of(protocol, idst).lock();
                 shard.find_in(&key).map(|s| *shard.get(s))
             };
             let Some(c) = c.filter(|c| !Self::is_dead(snap, c, now)) else {
@@ -1210,7 +1209,7 @@ impl Director {
         if *idst.ip() == outer_src && snap.is_nat_real(protocol, idst) {
             let key = FlowKey::new(protocol, isrc, idst);
             let c = {
-                let shard = lock(self.shard_of(protocol, isrc));
+                let shard = self.shard_of(protocol, isrc).lock();
                 shard.find_reply(&key).map(|s| *shard.get(s))
             };
             let Some(c) = c.filter(|c| !Self::is_dead(snap, c, now)) else {
@@ -1255,7 +1254,7 @@ impl Director {
         let mut tombstoned = Vec::new();
         for shard in self.shards.iter() {
             {
-                let mut s = lock(shard);
+                let mut s = shard.lock();
                 s.sweep(
                     SWEEP_BUDGET,
                     |c| {
@@ -1304,7 +1303,7 @@ impl Director {
         let snap = self.snapshot.load();
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            lock(shard).for_each(|c| {
+            shard.lock().for_each(|c| {
                 if Self::is_dead(&snap, c, now_ms) {
                     return;
                 }
@@ -1350,7 +1349,7 @@ impl Director {
 
     /// Bytes held by the connection table (slabs and indexes).
     pub fn table_memory(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).memory()).sum()
+        self.shards.iter().map(|s| s.lock().memory()).sum()
     }
 
     /// Current policy for a real server leaving: used by the control plane.
