@@ -1403,36 +1403,53 @@ fn rewrite_l4(buf: &mut [u8], l4: &L4, partial: bool, which: Endpoint, to: Socke
         Endpoint::Src => (12, 0),
         Endpoint::Dst => (16, 2),
     };
-    let a = l4.ip + addr_off;
-    let old_addr = u32::from_be_bytes([buf[a], buf[a + 1], buf[a + 2], buf[a + 3]]);
+    let csum_off = match l4.protocol {
+        Protocol::Tcp => 16,
+        Protocol::Udp => 6,
+    };
+    // Fixed-size views of the two headers: constant offsets inside need no
+    // further bounds checks. The parser checked both lengths (IPv4 header,
+    // TCP ≥ 20 or UDP 8 bytes), so the early returns cannot happen.
+    let (front, back) = buf.split_at_mut(l4.l4);
+    let (Some(ip), Some(hdr)) = (
+        front
+            .get_mut(l4.ip..l4.ip + IPV4_LEN)
+            .and_then(|h| <&mut [u8; IPV4_LEN]>::try_from(h).ok()),
+        back.get_mut(..8)
+            .and_then(|h| <&mut [u8; 8]>::try_from(h).ok()),
+    ) else {
+        return;
+    };
+    let old_addr = u32::from_be_bytes([
+        ip[addr_off],
+        ip[addr_off + 1],
+        ip[addr_off + 2],
+        ip[addr_off + 3],
+    ]);
     let new_addr = u32::from(*to.ip());
-    let p = l4.l4 + port_off;
-    let old_port = u16::from_be_bytes([buf[p], buf[p + 1]]);
+    let old_port = u16::from_be_bytes([hdr[port_off], hdr[port_off + 1]]);
     let new_port = to.port();
-    buf[a..a + 4].copy_from_slice(&new_addr.to_be_bytes());
-    buf[p..p + 2].copy_from_slice(&new_port.to_be_bytes());
-    let ipc = l4.ip + 10;
-    let check = u16::from_be_bytes([buf[ipc], buf[ipc + 1]]);
+    ip[addr_off..addr_off + 4].copy_from_slice(&new_addr.to_be_bytes());
+    hdr[port_off..port_off + 2].copy_from_slice(&new_port.to_be_bytes());
+    let check = u16::from_be_bytes([ip[10], ip[11]]);
     let check = checksum::update_u32(check, old_addr, new_addr);
-    buf[ipc..ipc + 2].copy_from_slice(&check.to_be_bytes());
-    let off = l4.l4
-        + match l4.protocol {
-            Protocol::Tcp => 16,
-            Protocol::Udp => 6,
-        };
-    let mut c = u16::from_be_bytes([buf[off], buf[off + 1]]);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    // The TCP checksum sits past the first 8 bytes of the header.
+    let Some(field) = back.get_mut(csum_off..csum_off + 2) else {
+        return;
+    };
+    let mut c = u16::from_be_bytes([field[0], field[1]]);
     c = match (partial, l4.protocol) {
         (true, _) => checksum::update_partial_u32(c, old_addr, new_addr),
         (false, Protocol::Tcp) => {
-            let c = checksum::update_u32(c, old_addr, new_addr);
-            checksum::update_u16(c, old_port, new_port)
+            checksum::update_u32_u16(c, old_addr, new_addr, old_port, new_port)
         }
         (false, Protocol::Udp) => {
             let c = checksum::update_udp_u32(c, old_addr, new_addr);
             checksum::update_udp_u16(c, old_port, new_port)
         }
     };
-    buf[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    field.copy_from_slice(&c.to_be_bytes());
 }
 
 /// Rewrites an ICMP error in flight through NAT: the outer address

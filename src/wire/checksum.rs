@@ -117,7 +117,20 @@ pub fn update_u16(check: u16, old: u16, new: u16) -> u16 {
 /// Updates a stored (complemented) checksum field after a 32-bit field
 /// (e.g. `u32::from(ipv4_addr)`) changed from `old` to `new` (RFC 1624 eqn. 3).
 pub fn update_u32(check: u16, old: u32, new: u32) -> u16 {
-    !combine(&[!check, !hi16(old), !lo16(old), hi16(new), lo16(new)])
+    !fold(u64::from(!check) + delta_u32(old, new))
+}
+
+/// [`update_u32`] then [`update_u16`] (a NAT rewrite of address and port
+/// under a TCP checksum) with one fold: `fold(fold(a) + b)` equals
+/// `fold(a + b)` (both keep the value mod 0xFFFF, and 0 only for 0).
+pub fn update_u32_u16(check: u16, old: u32, new: u32, old16: u16, new16: u16) -> u16 {
+    !fold(u64::from(!check) + delta_u32(old, new) + u64::from(!old16) + u64::from(new16))
+}
+
+/// The unfolded one's-complement change `~old + new` of a 32-bit field.
+#[inline]
+fn delta_u32(old: u32, new: u32) -> u64 {
+    u64::from(!hi16(old)) + u64::from(!lo16(old)) + u64::from(hi16(new)) + u64::from(lo16(new))
 }
 
 /// Updates a checksum field that holds an *uncomplemented* partial sum
@@ -514,6 +527,18 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn update_u32_u16_is_the_two_updates(check: u16, old: u32, new: u32, o16: u16, n16: u16) {
+            prop_assert_eq!(
+                update_u32_u16(check, old, new, o16, n16),
+                update_u16(!combine(&[!check, !hi16(old), !lo16(old), hi16(new), lo16(new)]), o16, n16)
+            );
+            prop_assert_eq!(
+                update_u32(check, old, new),
+                !combine(&[!check, !hi16(old), !lo16(old), hi16(new), lo16(new)])
+            );
+        }
 
         #[test]
         fn data_matches_reference(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
