@@ -1,9 +1,11 @@
 //! Per-packet cost of `Director::handle` (established and new flows, each
-//! method), scheduler decisions at 3/100/1000 servers, connection-table
+//! method), the connection table at 10 k and 1 M entries (insert, lookup,
+//! expire), scheduler decisions at 3/100/1000 servers, connection-table
 //! memory per entry. Run: `cargo bench --bench director`.
 //!
 //! Each iteration copies the input frame into the buffer first (the
-//! director rewrites in place); that copy (~74 bytes) is part of the figure.
+//! director rewrites in place); that copy (54 bytes) is part of the figure.
+//! Frames are built before the timed loops.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
 #[path = "fixture.rs"]
 mod fixture;
-use fixture::{config, host, run, tcp_frame, VIP};
+use fixture::{config, host, run, tcp_frame, Churn, VIP};
 use rvs::core::config::{Method, SchedulerKind};
 use rvs::core::director::Verdict;
 use rvs::core::sched::{self, ServerLoad, ServerSlot};
@@ -50,36 +52,119 @@ fn established(c: &mut Criterion) {
     }
 }
 
+/// Times `ch.syns` only: building the frames and expiring the ring's flows
+/// between passes stay outside the measurement.
+fn time_syns(ch: &mut Churn, iters: u64) -> Duration {
+    let mut left = iters;
+    let mut t = Duration::ZERO;
+    while left > 0 {
+        let start = Instant::now();
+        let (n, forwarded) = ch.syns(left);
+        t += start.elapsed();
+        assert_eq!(forwarded, n, "every SYN opens a flow");
+        left -= n;
+        ch.recycle();
+    }
+    t
+}
+
+/// Ring of new clients per pass (see `fixture::Churn`).
+const RING: u32 = 4096;
+
 fn new_flow(c: &mut Criterion) {
-    let vip = SocketAddrV4::new(VIP, 80);
+    // A SYN to a table of ~100 k entries: lookup miss, scheduling (wlc over
+    // 3 servers), insert (both indexes for NAT), forwarding.
     for method in [Method::Nat, Method::Dr, Method::Tun] {
-        let t0 = Instant::now();
-        let d = Director::new(
-            Arc::new(config(method, 3)),
-            Arc::new(host()),
-            &RuntimeState::default(),
-            t0,
-        );
-        let mut buf = vec![0u8; 2048];
-        let mut n: u32 = 0;
-        let mut syn = tcp_frame(
-            SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 1),
-            vip,
-            flags::SYN,
-        );
+        let mut ch = Churn::new(method, 100_000, RING);
         c.bench_function(&format!("new_flow/{}", method.as_str()), |b| {
+            b.iter_custom(|iters| time_syns(&mut ch, iters))
+        });
+    }
+}
+
+fn label(n: u32) -> String {
+    if n >= 1_000_000 {
+        format!("{}M", n / 1_000_000)
+    } else {
+        format!("{}k", n / 1000)
+    }
+}
+
+/// The connection table through the Director API (NAT: both indexes),
+/// at 10 k and 1 M entries: insert (a new flow into a table of N),
+/// lookup (an established packet of a flow picked across the N), expire
+/// (`handle_timeout` reclaiming a table of N, per entry).
+fn conntrack(c: &mut Criterion) {
+    let vip = SocketAddrV4::new(VIP, 80);
+    for n in [10_000u32, 1_000_000] {
+        let mut ch = Churn::new(Method::Nat, n, RING);
+        c.bench_function(&format!("conntrack/insert/{}", label(n)), |b| {
+            b.iter_custom(|iters| time_syns(&mut ch, iters))
+        });
+        // Up to 64 k flows spread over the whole table, visited in turn.
+        let frames: Vec<Vec<u8>> = (0..n.min(65_536))
+            .map(|k| {
+                let i = u64::from(k) * u64::from(n) / u64::from(n.min(65_536));
+                tcp_frame(fixture::client(u32::try_from(i).unwrap()), vip, flags::ACK)
+            })
+            .collect();
+        let mut buf = vec![0u8; 2048];
+        let mut k = 0;
+        c.bench_function(&format!("conntrack/lookup/{}", label(n)), |b| {
             b.iter(|| {
-                n = n.wrapping_add(1);
-                let client = SocketAddrV4::new(
-                    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 0)) + (n >> 16) % 256),
-                    (n & 0xffff) as u16 | 1,
-                );
-                syn = tcp_frame(client, vip, flags::SYN);
-                black_box(run(&d, t0, &mut buf, &syn))
+                k = (k + 1) % frames.len();
+                black_box(run(&ch.d, ch.now, &mut buf, &frames[k]))
             })
         });
-        // Keep the table from outliving the bench group.
-        d.handle_timeout(t0 + Duration::from_secs(3600));
+    }
+    conntrack_expire();
+}
+
+/// Expiry cost per entry: a table of N flows all past their timeout,
+/// `handle_timeout` called (as the driver does, every `SWEEP_INTERVAL`)
+/// until it is empty. Printed like `memory`: filling 1 M entries per
+/// sample would make criterion's sampling take minutes.
+fn conntrack_expire() {
+    let vip = SocketAddrV4::new(VIP, 80);
+    for n in [10_000u32, 1_000_000] {
+        let mut per_entry = Vec::new();
+        let mut calls = 0;
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            let d = Director::new(
+                Arc::new(config(Method::Nat, 3)),
+                Arc::new(host()),
+                &RuntimeState::default(),
+                t0,
+            );
+            let mut buf = vec![0u8; 2048];
+            for i in 0..n {
+                run(
+                    &d,
+                    t0,
+                    &mut buf,
+                    &tcp_frame(fixture::client(i), vip, flags::SYN),
+                );
+            }
+            assert_eq!(d.entries(), n as usize);
+            // Past SYN_RECV's 60 s.
+            let later = t0 + Duration::from_secs(61);
+            calls = 0;
+            let start = Instant::now();
+            while d.entries() > 0 {
+                d.handle_timeout(later);
+                calls += 1;
+            }
+            per_entry.push(start.elapsed().as_secs_f64() * 1e9 / f64::from(n));
+        }
+        per_entry.sort_by(f64::total_cmp);
+        println!(
+            "conntrack/expire/{}: {:.1} ns per entry (median of 3, min {:.1}; {} handle_timeout calls)",
+            label(n),
+            per_entry[1],
+            per_entry[0],
+            calls
+        );
     }
 }
 
@@ -143,6 +228,6 @@ fn memory(_c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = established, new_flow, schedulers, memory
+    targets = established, new_flow, conntrack, schedulers, memory
 }
 criterion_main!(benches);

@@ -1,13 +1,17 @@
 //! The director fixture shared by `benches/director.rs` and
 //! `examples/handle_loop.rs`: one interface (192.0.2.1/24, default via
 //! .254), one TCP service on 203.0.113.10:80 with `servers` real servers,
-//! and a TCP frame builder.
+//! a TCP frame builder, and [`Churn`], the steady state in which new flows
+//! are measured.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rvs::core::config::{Config, Method, Protocol, RealServerConfig, SchedulerKind, ServiceConfig};
 use rvs::core::director::{Director, Frame, Offload, Verdict, HEADROOM};
 use rvs::core::host::{HostView, Interface, Route};
+use rvs::core::service::RuntimeState;
 use rvs::wire::ethernet::{EtherType, EthernetAddress, EthernetFrame};
 use rvs::wire::ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 use rvs::wire::tcp::{flags, TcpPacket};
@@ -105,4 +109,90 @@ pub fn run(d: &Director, now: std::time::Instant, buf: &mut [u8], input: &[u8]) 
         offload: Offload::default(),
     };
     d.handle(now, &mut frame)
+}
+
+/// Client endpoint number `i`: 198.51.100.0/24, ports 1024..61024
+/// (distinct for `i` below 15 million).
+pub fn client(i: u32) -> SocketAddrV4 {
+    let port = u16::try_from(1024 + i % 60_000).expect("below 61024");
+    SocketAddrV4::new(Ipv4Addr::from(0xc633_6400 + i / 60_000), port)
+}
+
+/// A director with `background` ESTABLISHED flows (clients `0..background`)
+/// and a ring of SYN frames from further clients: the steady state in which
+/// a new flow is measured. Each pass over the ring inserts one new flow per
+/// frame; between passes ([`Churn::recycle`], not timed) the clock moves past
+/// the SYN_RECV timeout and `handle_timeout` expires the ring's flows, so the
+/// table stays between `background` and `background + ring` entries and its
+/// slabs and indexes keep their size, as in a loaded director where flows
+/// end as fast as they start. ESTABLISHED lasts a year here, so the
+/// background outlives any run.
+#[derive(Debug)]
+pub struct Churn {
+    pub d: Director,
+    pub now: Instant,
+    background: usize,
+    ring: Vec<Vec<u8>>,
+    pos: usize,
+    buf: Vec<u8>,
+}
+
+impl Churn {
+    pub fn new(method: Method, background: u32, ring: u32) -> Churn {
+        let mut c = config(method, 3);
+        c.timeouts.tcp_established = Duration::from_secs(365 * 24 * 3600);
+        let now = Instant::now();
+        let d = Director::new(Arc::new(c), Arc::new(host()), &RuntimeState::default(), now);
+        let vip = SocketAddrV4::new(VIP, 80);
+        let mut buf = vec![0u8; 2048];
+        for i in 0..background {
+            for fl in [flags::SYN, flags::ACK] {
+                let v = run(&d, now, &mut buf, &tcp_frame(client(i), vip, fl));
+                assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+            }
+        }
+        assert_eq!(d.entries(), background as usize);
+        Churn {
+            d,
+            now,
+            background: background as usize,
+            ring: (background..background + ring)
+                .map(|i| tcp_frame(client(i), vip, flags::SYN))
+                .collect(),
+            pos: 0,
+            buf,
+        }
+    }
+
+    /// Hands the next SYNs of the ring to the director, at most `max` and
+    /// not past the ring's end. Returns (handled, forwarded).
+    pub fn syns(&mut self, max: u64) -> (u64, u64) {
+        let left = self.ring.len() - self.pos;
+        let end = self.pos + usize::try_from(max).unwrap_or(usize::MAX).min(left);
+        let mut forwarded = 0;
+        for f in &self.ring[self.pos..end] {
+            if matches!(
+                run(&self.d, self.now, &mut self.buf, f),
+                Verdict::Transmit(_)
+            ) {
+                forwarded += 1;
+            }
+        }
+        let n = (end - self.pos) as u64;
+        self.pos = end;
+        (n, forwarded)
+    }
+
+    /// At the end of the ring: expires the ring's flows (see the type's
+    /// docs) and starts the ring again.
+    pub fn recycle(&mut self) {
+        if self.pos < self.ring.len() {
+            return;
+        }
+        self.pos = 0;
+        self.now += Duration::from_secs(61);
+        while self.d.entries() > self.background {
+            self.d.handle_timeout(self.now);
+        }
+    }
 }

@@ -2,6 +2,13 @@
 //! `valgrind --tool=callgrind target/release/examples/handle_loop nat 100000`
 //! and divide the total `Ir` by the count (benches/README.md). Instruction
 //! counts do not depend on what else the machine is doing, unlike times.
+//!
+//! `handle_loop METHOD N` sends N packets of one established flow;
+//! `handle_loop METHOD N new` sends N SYNs of new flows into a table of
+//! 100 k established ones (`fixture::Churn`, as `new_flow/*` in the bench).
+//! The set-up (and, for `new`, the expiry between passes) is counted too:
+//! take the difference of two runs, e.g. N = 100000 and 200000, and divide
+//! by 100000; `--toggle-collect='*Director::handle'` leaves out the expiry.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -15,7 +22,7 @@ use rvs::wire::tcp::flags;
 
 #[path = "../benches/fixture.rs"]
 mod fixture;
-use fixture::{config, host, run, tcp_frame, VIP};
+use fixture::{config, host, run, tcp_frame, Churn, VIP};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -25,6 +32,18 @@ fn main() {
         _ => Method::Nat,
     };
     let n: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    if args.next().as_deref() == Some("new") {
+        let mut ch = Churn::new(method, 100_000, 4096);
+        let (mut left, mut sent) = (u64::from(n), 0);
+        while left > 0 {
+            let (k, forwarded) = ch.syns(left);
+            left -= k;
+            sent += forwarded;
+            ch.recycle();
+        }
+        println!("{} new flows forwarded ({})", sent, method.as_str());
+        return;
+    }
     let t0 = Instant::now();
     let d = Director::new(
         Arc::new(config(method, 3)),

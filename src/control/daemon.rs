@@ -348,10 +348,9 @@ impl State {
         let now = Instant::now();
         let snap = self.director.snapshot();
         for r in &snap.reals {
-            use std::sync::atomic::Ordering::Relaxed;
             let cur = Sample {
                 at: Some(now),
-                conns: r.conns_total.load(Relaxed),
+                conns: r.conns_total.get(),
                 in_pkts: r.in_pkts.get(),
                 out_pkts: r.out_pkts.get(),
                 in_bytes: r.in_bytes.get(),
@@ -404,7 +403,7 @@ impl State {
                             health: self.health.state(&rk).as_str().into(),
                             active: st.map_or(0, |s| s.active.load(Relaxed)),
                             inactive: st.map_or(0, |s| s.inactive.load(Relaxed)),
-                            conns: g(|s| s.conns_total.load(Relaxed)),
+                            conns: g(|s| s.conns_total.get()),
                             in_pkts: g(|s| s.in_pkts.get()),
                             out_pkts: g(|s| s.out_pkts.get()),
                             in_bytes: g(|s| s.in_bytes.get()),

@@ -36,15 +36,15 @@ fn proto_byte(p: Protocol) -> u8 {
 }
 
 impl std::hash::Hash for FlowKey {
-    /// Two words instead of five field writes: the per-packet lookup hashes
-    /// this key twice at most, and each hasher round is a multiply.
+    /// One 128-bit word instead of five field writes: every hasher round
+    /// is a multiply, and a new NAT flow hashes its keys five times (two
+    /// lookups, the reply check, two inserts).
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(u64::from(self.client) << 32 | u64::from(self.other));
-        state.write_u64(
-            u64::from(self.client_port) << 24
-                | u64::from(self.other_port) << 8
-                | u64::from(self.protocol),
-        );
+        let addrs = u64::from(self.client) << 32 | u64::from(self.other);
+        let rest = u64::from(self.client_port) << 24
+            | u64::from(self.other_port) << 8
+            | u64::from(self.protocol);
+        state.write_u128(u128::from(addrs) << 64 | u128::from(rest));
     }
 }
 

@@ -25,6 +25,7 @@ use crate::core::conntrack::{flags, Conn, FlowKey, Shard, Template, TemplateKey}
 use crate::core::counters::{DropCounters, DropReason};
 use crate::core::hash::{FastBuild, FastMap};
 use crate::core::host::{Hop, HostView};
+use crate::core::lock::{ShardGuard, ShardLock};
 use crate::core::sched::ServerLoad;
 use crate::core::service::{Registry, RuntimeState, Service, ServiceKey, Snapshot};
 use crate::core::tcp_state::{Direction, TcpState};
@@ -125,14 +126,38 @@ thread_local! {
     /// The last (now, base) converted to milliseconds on this thread.
     static CLOCK: std::cell::Cell<(Option<Instant>, Option<Instant>, u64)> =
         const { std::cell::Cell::new((None, None, 0)) };
+    /// The snapshot [`Director::handle`] last used on this thread.
+    static SNAPSHOT: RefCell<Option<CachedSnapshot>> = const { RefCell::new(None) };
 }
+
+/// A snapshot held by a thread between `handle` calls, valid while the
+/// director's generation has not moved. Loading from the `ArcSwap` for each
+/// packet costs two sequentially consistent atomic operations (arc-swap's
+/// debt slot, taken and paid back) and ~110 instructions, ~10 % of an
+/// established packet; comparing one counter costs a plain load. A
+/// thread keeps its last snapshot (and the configuration it points to)
+/// alive until its next `handle` call or its exit; `handle_with` callers,
+/// which load once per batch, are unaffected.
+#[derive(Debug)]
+struct CachedSnapshot {
+    director: u64,
+    generation: u64,
+    snap: Arc<Snapshot>,
+}
+
+/// Source of [`Director`] identities for [`CachedSnapshot`] (an address
+/// could be reused by a later director).
+static DIRECTOR_IDS: AtomicU64 = AtomicU64::new(0);
 
 /// The sans-IO director. See the module docs.
 #[derive(Debug)]
 pub struct Director {
     snapshot: ArcSwap<Snapshot>,
+    /// Bumped after every store into `snapshot`.
+    generation: AtomicU64,
+    id: u64,
     registry: Mutex<Registry>,
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[ShardLock<Shard>]>,
     templates: Box<[Mutex<FastMap<TemplateKey, Template>>]>,
     template_cursor: AtomicUsize,
     entries: AtomicUsize,
@@ -218,9 +243,11 @@ impl Director {
         };
         Director {
             snapshot: ArcSwap::from_pointee(snap),
+            generation: AtomicU64::new(0),
+            id: DIRECTOR_IDS.fetch_add(1, Ordering::Relaxed),
             registry: Mutex::new(registry),
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(Shard::new(hasher)))
+                .map(|_| ShardLock::new(Shard::new(hasher)))
                 .collect(),
             templates: (0..TEMPLATE_SHARDS)
                 .map(|_| Mutex::new(FastMap::with_hasher(hasher)))
@@ -242,6 +269,10 @@ impl Director {
         let prev = self.snapshot.load_full();
         let snap = Snapshot::build(config, host, runtime, &mut reg, Some(&prev));
         self.snapshot.store(Arc::new(snap));
+        // After the store: a thread that sees the new generation loads the
+        // new snapshot; one that still sees the old one uses the snapshot
+        // it would have loaded an instant earlier.
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Ends every connection of a real server now (health check down with
@@ -282,11 +313,14 @@ impl Director {
         })
     }
 
-    fn shard_of(&self, protocol: Protocol, client: SocketAddrV4) -> &Mutex<Shard> {
+    fn shard_of(&self, protocol: Protocol, client: SocketAddrV4) -> &ShardLock<Shard> {
         use std::hash::BuildHasher;
-        let h = self
-            .hasher
-            .hash_one((protocol as u8, u32::from(*client.ip()), client.port()));
+        // One packed word: a tuple would hash each field in its own round.
+        let h = self.hasher.hash_one(
+            u64::from(protocol as u8) << 48
+                | u64::from(u32::from(*client.ip())) << 16
+                | u64::from(client.port()),
+        );
         // SHARDS is a power of two; the low bits of the mixed hash index it.
         #[allow(clippy::cast_possible_truncation)]
         &self.shards[(h as usize) & (SHARDS - 1)]
@@ -301,8 +335,23 @@ impl Director {
 
     /// Handles one frame with the snapshot in force.
     pub fn handle(&self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
-        let snap = self.snapshot.load();
-        self.handle_with(&snap, now, frame)
+        let generation = self.generation.load(Ordering::Acquire);
+        SNAPSHOT.with(|cell| {
+            let mut cached = cell.borrow_mut();
+            let snap = match &mut *cached {
+                Some(c) if c.director == self.id && c.generation == generation => &c.snap,
+                slot => {
+                    &slot
+                        .insert(CachedSnapshot {
+                            director: self.id,
+                            generation,
+                            snap: self.snapshot.load_full(),
+                        })
+                        .snap
+                }
+            };
+            self.handle_with(snap, now, frame)
+        })
     }
 
     /// Handles one frame with a snapshot the caller loaded (once per batch).
@@ -622,7 +671,7 @@ impl Director {
         let syn = tcp && l4.tcp_flags & tcp::flags::SYN != 0;
         let ack = l4.tcp_flags & tcp::flags::ACK != 0;
         let own = self.shard_of(l4.protocol, l4.src);
-        let mut shard = lock(own);
+        let mut shard = own.lock();
         if let Some(slot) = shard.find_in(&key) {
             let c = *shard.get(slot);
             let reset = Self::is_tombstone(&c)
@@ -706,7 +755,7 @@ impl Director {
         };
         if let Some(s) = st {
             s.inactive.fetch_add(1, Ordering::Relaxed);
-            s.conns_total.fetch_add(1, Ordering::Relaxed);
+            s.conns_total.add(1);
         }
         if tcp {
             // A flow picked up mid-stream (sloppy_tcp, e.g. after a restart
@@ -740,8 +789,8 @@ impl Director {
         &self,
         snap: &Snapshot,
         now: u64,
-        shard: &mut MutexGuard<'_, Shard>,
-        own: &Mutex<Shard>,
+        shard: &mut ShardGuard<'_, Shard>,
+        own: &ShardLock<Shard>,
     ) -> bool {
         let max = snap.config.daemon.max_connections as usize;
         // A tombstone frees no room: it was released when it became one.
@@ -784,7 +833,7 @@ impl Director {
         &self,
         snap: &Snapshot,
         now: u64,
-        own: &Mutex<Shard>,
+        own: &ShardLock<Shard>,
         evictable: impl Fn(&Conn) -> bool,
     ) -> bool {
         // Start after our own shard, not at shard 0, so evictions spread
@@ -796,10 +845,8 @@ impl Director {
             .unwrap_or(0);
         for k in 1..SHARDS {
             let m = &self.shards[(start + k) % SHARDS];
-            let mut s = match m.try_lock() {
-                Ok(g) => g,
-                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => continue,
+            let Some(mut s) = m.try_lock() else {
+                continue;
             };
             if let Some(slot) = s.find_evictable(EVICT_BUDGET, &evictable) {
                 let c = s.remove(slot);
@@ -814,7 +861,7 @@ impl Director {
     fn nat_reply(&self, snap: &Snapshot, now: u64, f: &mut Frame<'_>, l4: &L4) -> Verdict {
         // Replies travel real server → client: the client is the destination.
         let key = FlowKey::new(l4.protocol, l4.dst, l4.src);
-        let mut shard = lock(self.shard_of(l4.protocol, l4.dst));
+        let mut shard = self.shard_of(l4.protocol, l4.dst).lock();
         let Some(slot) = shard.find_reply(&key) else {
             return Verdict::Drop(DropReason::NoConnection);
         };
@@ -1131,7 +1178,7 @@ impl Director {
         if dst_is_vip && *isrc.ip() == outer_dst && snap.service(protocol, isrc).is_some() {
             let key = FlowKey::new(protocol, idst, isrc);
             let c = {
-                let shard = lock(self.shard_of(protocol, idst));
+                let shard = self.shard_of(protocol, idst).lock();
                 shard.find_in(&key).map(|s| *shard.get(s))
             };
             let Some(c) = c.filter(|c| !Self::is_dead(snap, c, now)) else {
@@ -1169,7 +1216,7 @@ impl Director {
         if *idst.ip() == outer_src && snap.is_nat_real(protocol, idst) {
             let key = FlowKey::new(protocol, isrc, idst);
             let c = {
-                let shard = lock(self.shard_of(protocol, isrc));
+                let shard = self.shard_of(protocol, isrc).lock();
                 shard.find_reply(&key).map(|s| *shard.get(s))
             };
             let Some(c) = c.filter(|c| !Self::is_dead(snap, c, now)) else {
@@ -1214,7 +1261,7 @@ impl Director {
         let mut tombstoned = Vec::new();
         for shard in self.shards.iter() {
             {
-                let mut s = lock(shard);
+                let mut s = shard.lock();
                 s.sweep(
                     SWEEP_BUDGET,
                     |c| {
@@ -1263,7 +1310,7 @@ impl Director {
         let snap = self.snapshot.load();
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            lock(shard).for_each(|c| {
+            shard.lock().for_each(|c| {
                 if Self::is_dead(&snap, c, now_ms) {
                     return;
                 }
@@ -1309,7 +1356,7 @@ impl Director {
 
     /// Bytes held by the connection table (slabs and indexes).
     pub fn table_memory(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).memory()).sum()
+        self.shards.iter().map(|s| s.lock().memory()).sum()
     }
 
     /// Current policy for a real server leaving: used by the control plane.
@@ -1363,36 +1410,53 @@ fn rewrite_l4(buf: &mut [u8], l4: &L4, partial: bool, which: Endpoint, to: Socke
         Endpoint::Src => (12, 0),
         Endpoint::Dst => (16, 2),
     };
-    let a = l4.ip + addr_off;
-    let old_addr = u32::from_be_bytes([buf[a], buf[a + 1], buf[a + 2], buf[a + 3]]);
+    let csum_off = match l4.protocol {
+        Protocol::Tcp => 16,
+        Protocol::Udp => 6,
+    };
+    // Fixed-size views of the two headers: constant offsets inside need no
+    // further bounds checks. The parser checked both lengths (IPv4 header,
+    // TCP ≥ 20 or UDP 8 bytes), so the early returns cannot happen.
+    let (front, back) = buf.split_at_mut(l4.l4);
+    let (Some(ip), Some(hdr)) = (
+        front
+            .get_mut(l4.ip..l4.ip + IPV4_LEN)
+            .and_then(|h| <&mut [u8; IPV4_LEN]>::try_from(h).ok()),
+        back.get_mut(..8)
+            .and_then(|h| <&mut [u8; 8]>::try_from(h).ok()),
+    ) else {
+        return;
+    };
+    let old_addr = u32::from_be_bytes([
+        ip[addr_off],
+        ip[addr_off + 1],
+        ip[addr_off + 2],
+        ip[addr_off + 3],
+    ]);
     let new_addr = u32::from(*to.ip());
-    let p = l4.l4 + port_off;
-    let old_port = u16::from_be_bytes([buf[p], buf[p + 1]]);
+    let old_port = u16::from_be_bytes([hdr[port_off], hdr[port_off + 1]]);
     let new_port = to.port();
-    buf[a..a + 4].copy_from_slice(&new_addr.to_be_bytes());
-    buf[p..p + 2].copy_from_slice(&new_port.to_be_bytes());
-    let ipc = l4.ip + 10;
-    let check = u16::from_be_bytes([buf[ipc], buf[ipc + 1]]);
+    ip[addr_off..addr_off + 4].copy_from_slice(&new_addr.to_be_bytes());
+    hdr[port_off..port_off + 2].copy_from_slice(&new_port.to_be_bytes());
+    let check = u16::from_be_bytes([ip[10], ip[11]]);
     let check = checksum::update_u32(check, old_addr, new_addr);
-    buf[ipc..ipc + 2].copy_from_slice(&check.to_be_bytes());
-    let off = l4.l4
-        + match l4.protocol {
-            Protocol::Tcp => 16,
-            Protocol::Udp => 6,
-        };
-    let mut c = u16::from_be_bytes([buf[off], buf[off + 1]]);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    // The TCP checksum sits past the first 8 bytes of the header.
+    let Some(field) = back.get_mut(csum_off..csum_off + 2) else {
+        return;
+    };
+    let mut c = u16::from_be_bytes([field[0], field[1]]);
     c = match (partial, l4.protocol) {
         (true, _) => checksum::update_partial_u32(c, old_addr, new_addr),
         (false, Protocol::Tcp) => {
-            let c = checksum::update_u32(c, old_addr, new_addr);
-            checksum::update_u16(c, old_port, new_port)
+            checksum::update_u32_u16(c, old_addr, new_addr, old_port, new_port)
         }
         (false, Protocol::Udp) => {
             let c = checksum::update_udp_u32(c, old_addr, new_addr);
             checksum::update_udp_u16(c, old_port, new_port)
         }
     };
-    buf[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    field.copy_from_slice(&c.to_be_bytes());
 }
 
 /// Rewrites an ICMP error in flight through NAT: the outer address

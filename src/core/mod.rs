@@ -11,6 +11,7 @@ pub mod counters;
 pub mod director;
 pub mod hash;
 pub mod host;
+pub mod lock;
 pub mod sched;
 pub mod service;
 pub mod tcp_state;

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::core::config::{Config, ConnPolicy, Method, Persistence, Protocol, ServiceConfig};
@@ -57,7 +57,7 @@ pub struct RealState {
     pub inactive: AtomicU32,
     /// Persistence templates pointing here.
     pub templates: AtomicU32,
-    pub conns_total: AtomicU64,
+    pub conns_total: PerWorker,
     pub in_pkts: PerWorker,
     pub out_pkts: PerWorker,
     pub in_bytes: PerWorker,
@@ -78,7 +78,7 @@ impl RealState {
             active: AtomicU32::new(0),
             inactive: AtomicU32::new(0),
             templates: AtomicU32::new(0),
-            conns_total: AtomicU64::new(0),
+            conns_total: PerWorker::default(),
             in_pkts: PerWorker::default(),
             out_pkts: PerWorker::default(),
             in_bytes: PerWorker::default(),
@@ -95,8 +95,8 @@ impl RealState {
     }
 
     pub fn zero_stats(&self) {
-        self.conns_total.store(0, Ordering::Relaxed);
         for c in [
+            &self.conns_total,
             &self.in_pkts,
             &self.out_pkts,
             &self.in_bytes,
@@ -226,6 +226,13 @@ impl Service {
     }
 }
 
+/// (protocol, address, port) packed into one word, hashed in one round.
+fn endpoint_word(protocol: Protocol, addr: SocketAddrV4) -> u64 {
+    u64::from(protocol as u8) << 48
+        | u64::from(u32::from(*addr.ip())) << 16
+        | u64::from(addr.port())
+}
+
 /// The immutable table the packet path reads.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -233,10 +240,14 @@ pub struct Snapshot {
     pub host: Arc<HostView>,
     pub services: Vec<Service>,
     by_key: FastMap<ServiceKey, usize>,
-    vips: FastSet<Ipv4Addr>,
+    /// As `u32`: an `Ipv4Addr` hashes as a length-prefixed byte slice
+    /// (two hasher rounds and a byte loop), a `u32` in one round; both
+    /// sets are probed for every packet.
+    vips: FastSet<u32>,
     /// (protocol, address, port) of NAT real servers, draining ones
-    /// included: replies from them are rewritten.
-    nat_reals: FastSet<(Protocol, SocketAddrV4)>,
+    /// included: replies from them are rewritten. Keyed by
+    /// [`endpoint_word`].
+    nat_reals: FastMap<u64, (Protocol, SocketAddrV4)>,
     /// Every real server known so far, indexed by `RealId`.
     pub reals: Vec<Arc<RealState>>,
     /// `host`'s routes compiled for per-packet lookups.
@@ -251,19 +262,19 @@ impl Snapshot {
     }
 
     pub fn is_vip(&self, addr: Ipv4Addr) -> bool {
-        self.vips.contains(&addr)
+        self.vips.contains(&u32::from(addr))
     }
 
     pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.vips.iter().copied()
+        self.vips.iter().map(|&a| Ipv4Addr::from(a))
     }
 
     pub fn is_nat_real(&self, protocol: Protocol, addr: SocketAddrV4) -> bool {
-        self.nat_reals.contains(&(protocol, addr))
+        self.nat_reals.contains_key(&endpoint_word(protocol, addr))
     }
 
     pub fn nat_reals(&self) -> impl Iterator<Item = (Protocol, SocketAddrV4)> + '_ {
-        self.nat_reals.iter().copied()
+        self.nat_reals.values().copied()
     }
 
     /// Egress interface and next hop toward `dst`.
@@ -397,20 +408,22 @@ impl Snapshot {
         let hasher = FastBuild::random();
         let mut by_key = FastMap::with_hasher(hasher);
         let mut vips = FastSet::with_hasher(hasher);
-        let mut nat_reals = FastSet::with_hasher(hasher);
+        let mut nat_reals = FastMap::with_hasher(hasher);
         for (i, s) in services.iter().enumerate() {
             by_key.insert(s.key, i);
-            vips.insert(*s.key.addr.ip());
+            vips.insert(u32::from(*s.key.addr.ip()));
             for r in s.reals.iter().chain(s.sorry.iter()) {
                 if r.method == Method::Nat {
-                    nat_reals.insert((s.key.protocol, r.addr));
+                    let k = (s.key.protocol, r.addr);
+                    nat_reals.insert(endpoint_word(k.0, k.1), k);
                 }
             }
         }
         // Removed NAT servers still draining keep their replies rewritten.
         for st in registry.all() {
             if st.connections() > 0 && !present.contains(&(st.service, st.addr)) {
-                nat_reals.insert((st.service.protocol, st.addr));
+                let k = (st.service.protocol, st.addr);
+                nat_reals.insert(endpoint_word(k.0, k.1), k);
             }
         }
         Snapshot {
