@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
+// Shared with benches/director.rs, which uses more of it.
+#[allow(dead_code)]
 #[path = "fixture.rs"]
 mod fixture;
 use fixture::{config, host, run, tcp_frame, VIP};

@@ -4,8 +4,9 @@
 //! to unlock (it must learn whether a waiter sleeps on the futex); on the
 //! bench machine the pair costs ~25 ns, a fifth of an established packet.
 //! A shard is held briefly — one lookup and update per packet (~50 ns), at
-//! most `SWEEP_BUDGET` slots per `handle_timeout` — so this lock never
-//! sleeps: one locked swap takes it, a plain release store gives it back.
+//! most `SWEEP_BUDGET` slots per `handle_timeout`; the longest hold is
+//! `Director::connections` (`rvs conns`) copying one shard, 1/64 of the
+//! table — so this lock never sleeps: one locked swap takes it, a plain release store gives it back.
 //! A waiter spins on a plain load for a while, then yields its core
 //! (`thread::yield_now`) so that a holder descheduled inside its section
 //! (more runnable threads than cores) gets to finish it.
