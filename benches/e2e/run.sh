@@ -318,6 +318,17 @@ rvs_ticks() { # utime stime of rvs (all threads), or "0 0"
         sed 's/^.*) //' "/proc/$RVS_PID/stat" | awk '{ print $12, $13 }'
     else echo "0 0"; fi
 }
+rvs_drop_sum() { # all of rvs's drop counters, or 0 without rvs
+    [ -n "${RVS_PID:-}" ] || { echo 0; return; }
+    nsx dir timeout 10 "$RVS" services --json --socket "$TMP/control.sock" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    d = json.load(sys.stdin).get("drops") or {}
+except ValueError:
+    d = {}
+vals = d.values() if isinstance(d, dict) else [x.get("packets", x.get("count", 0)) for x in d]
+print(sum(int(v or 0) for v in vals))' || echo 0
+}
 rec() { printf '%s\t%s\t%s\t%s\n' "$SCEN" "$1" "$RUN" "$2" >> "$RAW"; }
 rs_counter() { # sum of counter $1 over the real servers
     local i n=0 v
@@ -460,10 +471,17 @@ for SCEN in $ONLY; do
     PPS_DST=$TARGET
     for RUN in $(seq 1 "$RUNS"); do
         log "$SCEN run $RUN/$RUNS"
-        measure_pps "$PPS_DST"
-        measure_conn
-        measure_latency
-        measure_bulk
+        # rvs's drops per load (all reasons), to tell which load they come from.
+        for load in pps conn latency bulk; do
+            before=$(rvs_drop_sum)
+            case "$load" in
+                pps) measure_pps "$PPS_DST" ;;
+                conn) measure_conn ;;
+                latency) measure_latency ;;
+                bulk) measure_bulk ;;
+            esac
+            [ -n "${RVS_PID:-}" ] && rec "drops_$load" "$(( $(rvs_drop_sum) - before ))"
+        done
     done
     if [ -f "$TMP/rvs.log" ]; then
         cp "$TMP/rvs.log" "$TMP/rvs-$SCEN.log"
@@ -550,7 +568,9 @@ for s in scen:
         extra += f"; wrk socket errors / non-2xx: {e:.0f}"
     drops = sorted((m[5:], v[0]) for (sc, m), v in vals.items() if sc == s and m.startswith("drop:"))
     if drops:
-        extra += "; rvs drops: " + ", ".join(f"{k} {v:.0f}" for k, v in drops)
+        extra += "; rvs drops over all runs: " + ", ".join(f"{k} {v:.0f}" for k, v in drops)
+        extra += " (median per run during pps / conn / latency / bulk: " + " / ".join(
+            f(med(s, f"drops_{l}"), ".0f") for l in ("pps", "conn", "latency", "bulk")) + ")"
     notes.append(f"- {names[s]}: {extra}")
 L.append("Per scenario (medians):")
 L.append("")
