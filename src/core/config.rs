@@ -232,7 +232,10 @@ pub struct DaemonConfig {
     /// A group whose members may use the control socket too (mode 0660).
     pub control_group: Option<String>,
     /// Microseconds a worker keeps polling its rings after the last frame
-    /// before it sleeps (0: sleep at once). Trades CPU for latency.
+    /// before it sleeps (0: sleep at once). Trades CPU for latency, and
+    /// only pays where the worker's core does not also run the kernel's
+    /// receive softirq: a spinning worker pushes that work to ksoftirqd,
+    /// which then competes with it (benches/README.md).
     pub busy_poll_us: u32,
 }
 
