@@ -398,37 +398,26 @@ impl Worker {
                 _ => continue,
             };
             let buf = self.sockets[k].ring.buf_mut(&f);
-            let prep = Self::prepare(
+            let staged = stage(
                 &self.ifindexes,
                 &self.neighbours,
                 &self.director,
+                &mut self.pending,
                 &snap,
+                now,
                 &t,
                 buf,
             );
-            let Some((out, vnet, resolved)) = prep else {
-                continue;
-            };
-            if resolved {
-                self.tx.push(TxDesc {
+            match staged {
+                Staged::Send(out, vnet) => self.tx.push(TxDesc {
                     slot: i,
                     start: t.start,
                     len: t.len,
                     vnet,
                     sock: out,
-                });
-            } else {
-                let bytes = self.sockets[k].ring.bytes(&f, t.start, t.len);
-                park(
-                    &mut self.pending,
-                    &self.director,
-                    bytes,
-                    vnet,
-                    t.ifindex,
-                    t.next_hop,
-                    now,
-                );
-                self.arp(&snap, out, t.ifindex, t.next_hop);
+                }),
+                Staged::Unresolved(out) => self.arp(&snap, out, t.ifindex, t.next_hop),
+                Staged::Dropped => {}
             }
         }
         self.flush(k);
@@ -498,35 +487,25 @@ impl Worker {
     /// Sends one frame at once (outside a batch), or parks it until its
     /// next hop answers (asking by ARP when `ask`).
     fn send_one(&mut self, snap: &Snapshot, now: Instant, t: &Transmit, buf: &mut [u8], ask: bool) {
-        let prep = Self::prepare(
+        let staged = stage(
             &self.ifindexes,
             &self.neighbours,
             &self.director,
+            &mut self.pending,
             snap,
+            now,
             t,
             buf,
         );
-        let Some((out, vnet, resolved)) = prep else {
-            return;
-        };
-        let bytes = &buf[t.start..t.start + t.len];
-        if resolved {
-            if send_frames(&self.sockets[out], std::iter::once((bytes, vnet))) > 0 {
-                self.director.count_drop(DropReason::TxError);
+        match staged {
+            Staged::Send(out, vnet) => {
+                let bytes = &buf[t.start..t.start + t.len];
+                if send_frames(&self.sockets[out], std::iter::once((bytes, vnet))) > 0 {
+                    self.director.count_drop(DropReason::TxError);
+                }
             }
-        } else {
-            park(
-                &mut self.pending,
-                &self.director,
-                bytes,
-                vnet,
-                t.ifindex,
-                t.next_hop,
-                now,
-            );
-            if ask {
-                self.arp(snap, out, t.ifindex, t.next_hop);
-            }
+            Staged::Unresolved(out) if ask => self.arp(snap, out, t.ifindex, t.next_hop),
+            Staged::Unresolved(_) | Staged::Dropped => {}
         }
     }
 
@@ -589,41 +568,30 @@ impl Worker {
             let Verdict::Transmit(t) = self.director.handle_with(snap, now, &mut f) else {
                 continue;
             };
-            let prep = Self::prepare(
+            let staged = stage(
                 &self.ifindexes,
                 &self.neighbours,
                 &self.director,
+                &mut self.pending,
                 snap,
+                now,
                 &t,
                 &mut self.segs[slot],
             );
-            let Some((out, vnet, resolved)) = prep else {
-                continue;
-            };
-            if resolved {
-                self.seg_tx.push(TxDesc {
+            match staged {
+                Staged::Send(out, vnet) => self.seg_tx.push(TxDesc {
                     slot,
                     start: t.start,
                     len: t.len,
                     vnet,
                     sock: out,
-                });
-                continue;
-            }
-            let bytes = &self.segs[slot][t.start..t.start + t.len];
-            park(
-                &mut self.pending,
-                &self.director,
-                bytes,
-                vnet,
-                t.ifindex,
-                t.next_hop,
-                now,
-            );
-            // One ARP request per super-frame is enough.
-            if !asked {
-                asked = true;
-                self.arp(snap, out, t.ifindex, t.next_hop);
+                }),
+                // One ARP request per super-frame is enough.
+                Staged::Unresolved(out) if !asked => {
+                    asked = true;
+                    self.arp(snap, out, t.ifindex, t.next_hop);
+                }
+                Staged::Unresolved(_) | Staged::Dropped => {}
             }
         }
         self.flush_segments();
@@ -701,6 +669,49 @@ impl Worker {
     }
 }
 
+/// What [`stage`] decided for a frame to transmit.
+enum Staged {
+    /// Addressed; leaves by this socket with this vnet header.
+    Send(usize, [u8; VNET_HDR_LEN]),
+    /// The next hop's MAC is unknown: the frame waits in the pending
+    /// queue (or was dropped and counted if the queue was full); ask by
+    /// ARP on this socket.
+    Unresolved(usize),
+    /// No route (counted).
+    Dropped,
+}
+
+/// Addresses the frame `t` describes in `buf` and decides: it can leave
+/// now by a socket, or its next hop's MAC is unknown (the frame waits in
+/// the pending queue; the caller asks by ARP), or it was dropped and
+/// counted. A free function over the worker's fields: `buf` is often a
+/// worker field itself (a ring slot, a segment slot).
+#[allow(clippy::too_many_arguments)]
+fn stage(
+    ifindexes: &[u32],
+    neighbours: &Neighbours,
+    director: &Director,
+    pending: &mut [Pending],
+    snap: &Snapshot,
+    now: Instant,
+    t: &Transmit,
+    buf: &mut [u8],
+) -> Staged {
+    let Some((out, vnet, resolved)) =
+        Worker::prepare(ifindexes, neighbours, director, snap, t, buf)
+    else {
+        return Staged::Dropped;
+    };
+    if resolved {
+        return Staged::Send(out, vnet);
+    }
+    let bytes = &buf[t.start..t.start + t.len];
+    park(pending, director, bytes, vnet, t.ifindex, t.next_hop, now);
+    Staged::Unresolved(out)
+}
+
+/// Copies a frame into a free pending slot, or counts a drop when none is
+/// free or the frame is too large for one.
 fn park(
     pending: &mut [Pending],
     director: &Director,
