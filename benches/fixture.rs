@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rvs::core::config::{Config, Method, Protocol, RealServerConfig, SchedulerKind, ServiceConfig};
 use rvs::core::director::{Director, Frame, Offload, Verdict, HEADROOM};
-use rvs::core::host::{HostView, Interface, Route};
+use rvs::core::host::HostView;
 use rvs::core::service::RuntimeState;
 use rvs::wire::ethernet::{EtherType, EthernetAddress, EthernetFrame};
 use rvs::wire::ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
@@ -19,22 +19,13 @@ use rvs::wire::tcp::{flags, TcpPacket};
 pub const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 
 pub fn host() -> HostView {
-    HostView {
-        interfaces: vec![Interface {
-            index: 2,
-            name: "eth0".into(),
-            mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
-            mtu: 1500,
-            addrs: vec![(Ipv4Addr::new(192, 0, 2, 1), 24)],
-        }],
-        routes: vec![Route {
-            dst: Ipv4Addr::UNSPECIFIED,
-            prefix: 0,
-            gateway: Some(Ipv4Addr::new(192, 0, 2, 254)),
-            ifindex: 2,
-        }],
-        local_addrs: vec![Ipv4Addr::new(192, 0, 2, 1)],
-    }
+    HostView::one_interface(
+        2,
+        EthernetAddress([2, 0, 0, 0, 0, 1]),
+        Ipv4Addr::new(192, 0, 2, 1),
+        24,
+        Ipv4Addr::new(192, 0, 2, 254),
+    )
 }
 
 pub fn config(method: Method, servers: usize) -> Config {

@@ -10,7 +10,7 @@ use rvs::core::config::{
     Config, ConnPolicy, Method, Protocol, RealServerConfig, SchedulerKind, ServiceConfig,
 };
 use rvs::core::director::{Director, Frame, Offload, Verdict, HEADROOM};
-use rvs::core::host::{HostView, Interface, Route};
+use rvs::core::host::HostView;
 use rvs::core::service::RuntimeState;
 use rvs::wire::ethernet::EthernetAddress;
 use rvs::wire::{ArpPacket, Ipv4Packet};
@@ -24,22 +24,13 @@ fn sa(a: [u8; 4], port: u16) -> SocketAddrV4 {
 }
 
 fn host() -> HostView {
-    HostView {
-        interfaces: vec![Interface {
-            index: IFINDEX,
-            name: "eth0".into(),
-            mac: EthernetAddress([0x02, 0, 0, 0, 0, 0x01]),
-            mtu: 1500,
-            addrs: vec![(Ipv4Addr::new(192, 0, 2, 1), 24)],
-        }],
-        routes: vec![Route {
-            dst: Ipv4Addr::UNSPECIFIED,
-            prefix: 0,
-            gateway: Some(Ipv4Addr::new(192, 0, 2, 254)),
-            ifindex: IFINDEX,
-        }],
-        local_addrs: vec![Ipv4Addr::new(192, 0, 2, 1)],
-    }
+    HostView::one_interface(
+        IFINDEX,
+        EthernetAddress([0x02, 0, 0, 0, 0, 0x01]),
+        Ipv4Addr::new(192, 0, 2, 1),
+        24,
+        Ipv4Addr::new(192, 0, 2, 254),
+    )
 }
 
 fn service(protocol: Protocol, addr: SocketAddrV4, real: SocketAddrV4, m: Method) -> ServiceConfig {

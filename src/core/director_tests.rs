@@ -21,7 +21,7 @@ use crate::core::config::{
 };
 use crate::core::counters::DropReason;
 use crate::core::director::{Director, Frame, Offload, Transmit, Verdict, HEADROOM};
-use crate::core::host::{HostView, Interface, Route};
+use crate::core::host::HostView;
 use crate::core::service::{RealState, RuntimeState, ServiceKey};
 use crate::wire::arp::{ArpOperation, ArpPacket, ArpRepr};
 use crate::wire::checksum;
@@ -61,22 +61,7 @@ fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
 }
 
 fn host() -> HostView {
-    HostView {
-        interfaces: vec![Interface {
-            index: IFINDEX,
-            name: "eth0".into(),
-            mac: EthernetAddress(IF_MAC),
-            mtu: 1500,
-            addrs: vec![(DIRECTOR_IP, 24)],
-        }],
-        routes: vec![Route {
-            dst: Ipv4Addr::UNSPECIFIED,
-            prefix: 0,
-            gateway: Some(GATEWAY),
-            ifindex: IFINDEX,
-        }],
-        local_addrs: vec![DIRECTOR_IP],
-    }
+    HostView::one_interface(IFINDEX, EthernetAddress(IF_MAC), DIRECTOR_IP, 24, GATEWAY)
 }
 
 fn real(addr: SocketAddrV4, weight: u32, method: Method) -> RealServerConfig {

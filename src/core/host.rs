@@ -60,6 +60,34 @@ pub fn in_subnet(addr: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
 }
 
 impl HostView {
+    /// A host with one interface `eth0` (MTU 1500) holding `addr/prefix`,
+    /// and a default route via `gateway`: the shape of a director in the
+    /// tests, benches and fuzz targets.
+    pub fn one_interface(
+        index: u32,
+        mac: EthernetAddress,
+        addr: Ipv4Addr,
+        prefix: u8,
+        gateway: Ipv4Addr,
+    ) -> HostView {
+        HostView {
+            interfaces: vec![Interface {
+                index,
+                name: "eth0".into(),
+                mac,
+                mtu: 1500,
+                addrs: vec![(addr, prefix)],
+            }],
+            routes: vec![Route {
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+                gateway: Some(gateway),
+                ifindex: index,
+            }],
+            local_addrs: vec![addr],
+        }
+    }
+
     pub fn interface(&self, index: u32) -> Option<&Interface> {
         self.interfaces.iter().find(|i| i.index == index)
     }
@@ -164,22 +192,13 @@ mod tests {
     use super::*;
 
     fn host() -> HostView {
-        HostView {
-            interfaces: vec![Interface {
-                index: 2,
-                name: "eth0".into(),
-                mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
-                mtu: 1500,
-                addrs: vec![(Ipv4Addr::new(192, 0, 2, 1), 24)],
-            }],
-            routes: vec![Route {
-                dst: Ipv4Addr::UNSPECIFIED,
-                prefix: 0,
-                gateway: Some(Ipv4Addr::new(192, 0, 2, 254)),
-                ifindex: 2,
-            }],
-            local_addrs: vec![Ipv4Addr::new(192, 0, 2, 1)],
-        }
+        HostView::one_interface(
+            2,
+            EthernetAddress([2, 0, 0, 0, 0, 1]),
+            Ipv4Addr::new(192, 0, 2, 1),
+            24,
+            Ipv4Addr::new(192, 0, 2, 254),
+        )
     }
 
     #[test]

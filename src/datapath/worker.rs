@@ -107,24 +107,26 @@ impl Datapath {
             }
             let mut worker = Worker {
                 director: director.clone(),
-                neighbours: neighbours.clone(),
-                ifindexes: sockets.iter().map(|s| s.ifindex).collect(),
+                egress: Egress {
+                    neighbours: neighbours.clone(),
+                    ifindexes: sockets.iter().map(|s| s.ifindex).collect(),
+                    pending: (0..neigh::PENDING_SLOTS)
+                        .map(|_| Pending {
+                            ifindex: 0,
+                            next_hop: Ipv4Addr::UNSPECIFIED,
+                            since: t0,
+                            last_arp: t0,
+                            len: 0,
+                            vnet: [0; VNET_HDR_LEN],
+                            buf: vec![0u8; neigh::PENDING_FRAME].into_boxed_slice(),
+                            used: false,
+                        })
+                        .collect(),
+                },
                 big: Batch::new(1),
                 taken: Vec::with_capacity(BATCH),
                 sockets,
                 tx: Vec::with_capacity(BATCH),
-                pending: (0..neigh::PENDING_SLOTS)
-                    .map(|_| Pending {
-                        ifindex: 0,
-                        next_hop: Ipv4Addr::UNSPECIFIED,
-                        since: t0,
-                        last_arp: t0,
-                        len: 0,
-                        vnet: [0; VNET_HDR_LEN],
-                        buf: vec![0u8; neigh::PENDING_FRAME].into_boxed_slice(),
-                        used: false,
-                    })
-                    .collect(),
                 scratch: vec![0u8; 64],
                 segs: (0..SEG_SLOTS)
                     .map(|_| vec![0u8; HEADROOM + neigh::PENDING_FRAME])
@@ -245,10 +247,10 @@ fn timer(director: &Director, neighbours: &Neighbours, stop: &AtomicBool) {
 
 struct Worker {
     director: Arc<Director>,
-    neighbours: Arc<Neighbours>,
+    /// What addressing a frame needs, apart from the buffers a frame may
+    /// sit in (ring slots, `big`, `segs`) so both can be borrowed at once.
+    egress: Egress,
     sockets: Vec<PacketSocket>,
-    /// `sockets[i].ifindex`, apart so the ring slots can be borrowed.
-    ifindexes: Vec<u32>,
     /// One frame too large for a ring slot (read with `recvmsg`), or a
     /// GSO frame being segmented.
     big: Batch,
@@ -256,7 +258,6 @@ struct Worker {
     taken: Vec<RxFrame>,
     /// Frames of the current batch to send; `slot` indexes `taken`.
     tx: Vec<TxDesc>,
-    pending: Vec<Pending>,
     scratch: Vec<u8>,
     /// Segments being forwarded by software GSO (headroom + jumbo MTU
     /// each), sent `SEG_SLOTS` at a time.
@@ -372,7 +373,8 @@ impl Worker {
             let len = f.snaplen;
             let buf = self.sockets[k].ring.buf_mut(&f);
             if len >= 14 && buf[HEADROOM + 12..HEADROOM + 14] == [0x08, 0x06] {
-                self.neighbours
+                self.egress
+                    .neighbours
                     .learn_from_arp(ifindex, &buf[HEADROOM..HEADROOM + len]);
             }
             let mut frame = Frame {
@@ -398,16 +400,7 @@ impl Worker {
                 _ => continue,
             };
             let buf = self.sockets[k].ring.buf_mut(&f);
-            let staged = stage(
-                &self.ifindexes,
-                &self.neighbours,
-                &self.director,
-                &mut self.pending,
-                &snap,
-                now,
-                &t,
-                buf,
-            );
+            let staged = self.egress.stage(&self.director, &snap, now, &t, buf);
             match staged {
                 Staged::Send(out, vnet) => self.tx.push(TxDesc {
                     slot: i,
@@ -487,16 +480,7 @@ impl Worker {
     /// Sends one frame at once (outside a batch), or parks it until its
     /// next hop answers (asking by ARP when `ask`).
     fn send_one(&mut self, snap: &Snapshot, now: Instant, t: &Transmit, buf: &mut [u8], ask: bool) {
-        let staged = stage(
-            &self.ifindexes,
-            &self.neighbours,
-            &self.director,
-            &mut self.pending,
-            snap,
-            now,
-            t,
-            buf,
-        );
+        let staged = self.egress.stage(&self.director, snap, now, t, buf);
         match staged {
             Staged::Send(out, vnet) => {
                 let bytes = &buf[t.start..t.start + t.len];
@@ -507,31 +491,6 @@ impl Worker {
             Staged::Unresolved(out) if ask => self.arp(snap, out, t.ifindex, t.next_hop),
             Staged::Unresolved(_) | Staged::Dropped => {}
         }
-    }
-
-    /// Fills in the Ethernet addresses of a frame to transmit; returns the
-    /// socket it leaves by, its vnet header, and whether the next hop's MAC
-    /// was known (if not, the caller parks the frame and asks by ARP).
-    fn prepare(
-        ifindexes: &[u32],
-        neighbours: &Neighbours,
-        director: &Director,
-        snap: &Snapshot,
-        t: &Transmit,
-        buf: &mut [u8],
-    ) -> Option<(usize, [u8; VNET_HDR_LEN], bool)> {
-        let out = ifindexes.iter().position(|&i| i == t.ifindex);
-        let (Some(out), Some(iface)) = (out, snap.host.interface(t.ifindex)) else {
-            director.count_drop(DropReason::NoRoute);
-            return None;
-        };
-        let dst = t.dst_mac.or_else(|| neighbours.get(t.ifindex, t.next_hop));
-        let mut eth = EthernetFrame::new_unchecked(&mut buf[t.start..t.start + 14]);
-        eth.set_src_addr(iface.mac);
-        if let Some(d) = dst {
-            eth.set_dst_addr(d);
-        }
-        Some((out, emit_vnet(&t.offload), dst.is_some()))
     }
 
     /// Splits the GSO super-frame in the big buffer into segments
@@ -568,16 +527,9 @@ impl Worker {
             let Verdict::Transmit(t) = self.director.handle_with(snap, now, &mut f) else {
                 continue;
             };
-            let staged = stage(
-                &self.ifindexes,
-                &self.neighbours,
-                &self.director,
-                &mut self.pending,
-                snap,
-                now,
-                &t,
-                &mut self.segs[slot],
-            );
+            let staged = self
+                .egress
+                .stage(&self.director, snap, now, &t, &mut self.segs[slot]);
             match staged {
                 Staged::Send(out, vnet) => self.seg_tx.push(TxDesc {
                     slot,
@@ -632,25 +584,28 @@ impl Worker {
     /// Sends parked frames whose neighbour is now known, asks again for the
     /// others, gives up after `PENDING_TIMEOUT`.
     fn service_pending(&mut self) {
-        if !self.pending.iter().any(|p| p.used) {
+        if !self.egress.pending.iter().any(|p| p.used) {
             return;
         }
         let now = Instant::now();
         let snap = self.director.snapshot();
-        for i in 0..self.pending.len() {
-            if !self.pending[i].used {
+        for i in 0..self.egress.pending.len() {
+            if !self.egress.pending[i].used {
                 continue;
             }
-            let (ifindex, hop) = (self.pending[i].ifindex, self.pending[i].next_hop);
+            let (ifindex, hop) = (
+                self.egress.pending[i].ifindex,
+                self.egress.pending[i].next_hop,
+            );
             let Some(sock) = self.socket_for(ifindex) else {
-                self.pending[i].used = false;
+                self.egress.pending[i].used = false;
                 continue;
             };
-            if let Some(mac) = self.neighbours.get(ifindex, hop) {
-                let p = &mut self.pending[i];
+            if let Some(mac) = self.egress.neighbours.get(ifindex, hop) {
+                let p = &mut self.egress.pending[i];
                 EthernetFrame::new_unchecked(&mut p.buf[..14]).set_dst_addr(mac);
                 p.used = false;
-                let p = &self.pending[i];
+                let p = &self.egress.pending[i];
                 let refused = send_frames(
                     &self.sockets[sock],
                     std::iter::once((&p.buf[..p.len], p.vnet)),
@@ -658,11 +613,11 @@ impl Worker {
                 if refused > 0 {
                     self.director.count_drop(DropReason::TxError);
                 }
-            } else if now.duration_since(self.pending[i].since) > neigh::PENDING_TIMEOUT {
-                self.pending[i].used = false;
+            } else if now.duration_since(self.egress.pending[i].since) > neigh::PENDING_TIMEOUT {
+                self.egress.pending[i].used = false;
                 self.director.count_drop(DropReason::NeighbourPending);
-            } else if now.duration_since(self.pending[i].last_arp) > neigh::ARP_RETRY {
-                self.pending[i].last_arp = now;
+            } else if now.duration_since(self.egress.pending[i].last_arp) > neigh::ARP_RETRY {
+                self.egress.pending[i].last_arp = now;
                 self.arp(&snap, sock, ifindex, hop);
             }
         }
@@ -681,59 +636,87 @@ enum Staged {
     Dropped,
 }
 
-/// Addresses the frame `t` describes in `buf` and decides: it can leave
-/// now by a socket, or its next hop's MAC is unknown (the frame waits in
-/// the pending queue; the caller asks by ARP), or it was dropped and
-/// counted. A free function over the worker's fields: `buf` is often a
-/// worker field itself (a ring slot, a segment slot).
-#[allow(clippy::too_many_arguments)]
-fn stage(
-    ifindexes: &[u32],
-    neighbours: &Neighbours,
-    director: &Director,
-    pending: &mut [Pending],
-    snap: &Snapshot,
-    now: Instant,
-    t: &Transmit,
-    buf: &mut [u8],
-) -> Staged {
-    let Some((out, vnet, resolved)) =
-        Worker::prepare(ifindexes, neighbours, director, snap, t, buf)
-    else {
-        return Staged::Dropped;
-    };
-    if resolved {
-        return Staged::Send(out, vnet);
-    }
-    let bytes = &buf[t.start..t.start + t.len];
-    park(pending, director, bytes, vnet, t.ifindex, t.next_hop, now);
-    Staged::Unresolved(out)
+/// The worker's means of addressing a frame: interfaces, neighbours and
+/// the queue of frames waiting for one.
+struct Egress {
+    neighbours: Arc<Neighbours>,
+    /// `sockets[i].ifindex` of the worker.
+    ifindexes: Vec<u32>,
+    pending: Vec<Pending>,
 }
 
-/// Copies a frame into a free pending slot, or counts a drop when none is
-/// free or the frame is too large for one.
-fn park(
-    pending: &mut [Pending],
-    director: &Director,
-    bytes: &[u8],
-    vnet: [u8; VNET_HDR_LEN],
-    ifindex: u32,
-    next_hop: Ipv4Addr,
-    now: Instant,
-) {
-    let slot = pending.iter_mut().find(|p| !p.used);
-    match slot {
-        Some(p) if bytes.len() <= p.buf.len() => {
-            p.buf[..bytes.len()].copy_from_slice(bytes);
-            p.len = bytes.len();
-            p.vnet = vnet;
-            p.ifindex = ifindex;
-            p.next_hop = next_hop;
-            p.since = now;
-            p.last_arp = now;
-            p.used = true;
+impl Egress {
+    /// Fills in the Ethernet addresses of a frame to transmit; returns the
+    /// socket it leaves by, its vnet header, and whether the next hop's MAC
+    /// was known.
+    fn prepare(
+        &self,
+        director: &Director,
+        snap: &Snapshot,
+        t: &Transmit,
+        buf: &mut [u8],
+    ) -> Option<(usize, [u8; VNET_HDR_LEN], bool)> {
+        let out = self.ifindexes.iter().position(|&i| i == t.ifindex);
+        let (Some(out), Some(iface)) = (out, snap.host.interface(t.ifindex)) else {
+            director.count_drop(DropReason::NoRoute);
+            return None;
+        };
+        let dst = t
+            .dst_mac
+            .or_else(|| self.neighbours.get(t.ifindex, t.next_hop));
+        let mut eth = EthernetFrame::new_unchecked(&mut buf[t.start..t.start + 14]);
+        eth.set_src_addr(iface.mac);
+        if let Some(d) = dst {
+            eth.set_dst_addr(d);
         }
-        _ => director.count_drop(DropReason::NeighbourPending),
+        Some((out, emit_vnet(&t.offload), dst.is_some()))
+    }
+
+    /// Addresses the frame `t` describes in `buf` and decides: it can leave
+    /// now by a socket, or its next hop's MAC is unknown (the frame waits
+    /// in the pending queue; the caller asks by ARP), or it was dropped and
+    /// counted.
+    fn stage(
+        &mut self,
+        director: &Director,
+        snap: &Snapshot,
+        now: Instant,
+        t: &Transmit,
+        buf: &mut [u8],
+    ) -> Staged {
+        let Some((out, vnet, resolved)) = self.prepare(director, snap, t, buf) else {
+            return Staged::Dropped;
+        };
+        if resolved {
+            return Staged::Send(out, vnet);
+        }
+        self.park(director, &buf[t.start..t.start + t.len], vnet, t, now);
+        Staged::Unresolved(out)
+    }
+
+    /// Copies a frame into a free pending slot, or counts a drop when none
+    /// is free or the frame is too large for one.
+    fn park(
+        &mut self,
+        director: &Director,
+        bytes: &[u8],
+        vnet: [u8; VNET_HDR_LEN],
+        t: &Transmit,
+        now: Instant,
+    ) {
+        match self.pending.iter_mut().find(|p| !p.used) {
+            Some(p) if bytes.len() <= p.buf.len() => {
+                p.buf[..bytes.len()].copy_from_slice(bytes);
+                p.len = bytes.len();
+                p.vnet = vnet;
+                p.ifindex = t.ifindex;
+                p.next_hop = t.next_hop;
+                p.since = now;
+                p.last_arp = now;
+                p.used = true;
+            }
+            _ => director.count_drop(DropReason::NeighbourPending),
+        }
     }
 }
 
