@@ -15,7 +15,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
 #[path = "fixture.rs"]
 mod fixture;
-use fixture::{config, host, run, tcp_frame, Churn, VIP};
+use fixture::{config, host, run, run_with, tcp_frame, Churn, VIP};
 use rvs::core::config::{Method, SchedulerKind};
 use rvs::core::director::Verdict;
 use rvs::core::sched::{self, ServerLoad, ServerSlot};
@@ -38,15 +38,16 @@ fn established(c: &mut Criterion) {
         let syn = tcp_frame(client, vip, flags::SYN);
         assert!(matches!(run(&d, t0, &mut buf, &syn), Verdict::Transmit(_)));
         let ack = tcp_frame(client, vip, flags::ACK);
+        let snap = d.snapshot();
         c.bench_function(&format!("established/{}/in", method.as_str()), |b| {
-            b.iter(|| black_box(run(&d, t0, &mut buf, black_box(&ack))))
+            b.iter(|| black_box(run_with(&d, &snap, t0, &mut buf, black_box(&ack))))
         });
         if method == Method::Nat {
             let conns = d.connections(t0);
             let rs = conns[0].raddr;
             let reply = tcp_frame(rs, client, flags::ACK);
             c.bench_function("established/nat/reply", |b| {
-                b.iter(|| black_box(run(&d, t0, &mut buf, black_box(&reply))))
+                b.iter(|| black_box(run_with(&d, &snap, t0, &mut buf, black_box(&reply))))
             });
         }
     }
@@ -110,10 +111,11 @@ fn conntrack(c: &mut Criterion) {
             .collect();
         let mut buf = vec![0u8; 2048];
         let mut k = 0;
+        let snap = ch.d.snapshot();
         c.bench_function(&format!("conntrack/lookup/{}", label(n)), |b| {
             b.iter(|| {
                 k = (k + 1) % frames.len();
-                black_box(run(&ch.d, ch.now, &mut buf, &frames[k]))
+                black_box(run_with(&ch.d, &snap, ch.now, &mut buf, &frames[k]))
             })
         });
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rvs::core::config::{Config, Method, Protocol, RealServerConfig, SchedulerKind, ServiceConfig};
 use rvs::core::director::{Director, Frame, Offload, Verdict, HEADROOM};
 use rvs::core::host::HostView;
-use rvs::core::service::RuntimeState;
+use rvs::core::service::{RuntimeState, Snapshot};
 use rvs::wire::ethernet::{EtherType, EthernetAddress, EthernetFrame};
 use rvs::wire::ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 use rvs::wire::tcp::{flags, TcpPacket};
@@ -91,6 +91,18 @@ pub fn tcp_frame(src: SocketAddrV4, dst: SocketAddrV4, fl: u8) -> Vec<u8> {
 
 /// Copies `input` behind the headroom of `buf` and hands it to `d`.
 pub fn run(d: &Director, now: std::time::Instant, buf: &mut [u8], input: &[u8]) -> Verdict {
+    run_with(d, &d.snapshot(), now, buf, input)
+}
+
+/// [`run`] with a snapshot loaded once, as the packet workers do per batch:
+/// what the timed loops use.
+pub fn run_with(
+    d: &Director,
+    snap: &Snapshot,
+    now: std::time::Instant,
+    buf: &mut [u8],
+    input: &[u8],
+) -> Verdict {
     buf[HEADROOM..HEADROOM + input.len()].copy_from_slice(input);
     let mut frame = Frame {
         buf,
@@ -99,7 +111,7 @@ pub fn run(d: &Director, now: std::time::Instant, buf: &mut [u8], input: &[u8]) 
         ifindex: 2,
         offload: Offload::default(),
     };
-    d.handle(now, &mut frame)
+    d.handle_with(snap, now, &mut frame)
 }
 
 /// Client endpoint number `i`: 198.51.100.0/24, ports 1024..61024
@@ -161,9 +173,10 @@ impl Churn {
         let left = self.ring.len() - self.pos;
         let end = self.pos + usize::try_from(max).unwrap_or(usize::MAX).min(left);
         let mut forwarded = 0;
+        let snap = self.d.snapshot();
         for f in &self.ring[self.pos..end] {
             if matches!(
-                run(&self.d, self.now, &mut self.buf, f),
+                run_with(&self.d, &snap, self.now, &mut self.buf, f),
                 Verdict::Transmit(_)
             ) {
                 forwarded += 1;

@@ -26,7 +26,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 #[allow(dead_code)]
 #[path = "fixture.rs"]
 mod fixture;
-use fixture::{config, host, run, tcp_frame, VIP};
+use fixture::{config, host, run, run_with, tcp_frame, VIP};
 use rvs::core::config::Method;
 use rvs::core::service::RuntimeState;
 use rvs::core::Director;
@@ -86,11 +86,12 @@ fn parallel(directors: &[Arc<Director>], frames: &[Vec<Vec<u8>>], iters: u64) ->
                     rvs::core::counters::set_worker_slot(w);
                     let mut buf = vec![0u8; 2048];
                     let now = Instant::now();
+                    let snap = d.snapshot();
                     barrier.wait();
                     let t0 = Instant::now();
                     for i in 0..iters {
                         let f = &fr[(i as usize) % fr.len()];
-                        black_box(run(d, now, &mut buf, f));
+                        black_box(run_with(d, &snap, now, &mut buf, f));
                     }
                     t0.elapsed()
                 })

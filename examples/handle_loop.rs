@@ -22,7 +22,7 @@ use rvs::wire::tcp::flags;
 
 #[path = "../benches/fixture.rs"]
 mod fixture;
-use fixture::{config, host, run, tcp_frame, Churn, VIP};
+use fixture::{config, host, run, run_with, tcp_frame, Churn, VIP};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -58,8 +58,12 @@ fn main() {
     assert!(matches!(run(&d, t0, &mut buf, &syn), Verdict::Transmit(_)));
     let ack = tcp_frame(client, vip, flags::ACK);
     let mut sent = 0u32;
+    let snap = d.snapshot();
     for _ in 0..n {
-        if matches!(run(&d, t0, &mut buf, &ack), Verdict::Transmit(_)) {
+        if matches!(
+            run_with(&d, &snap, t0, &mut buf, &ack),
+            Verdict::Transmit(_)
+        ) {
             sent += 1;
         }
     }

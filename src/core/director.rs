@@ -126,36 +126,12 @@ thread_local! {
     /// The last (now, base) converted to milliseconds on this thread.
     static CLOCK: std::cell::Cell<(Option<Instant>, Option<Instant>, u64)> =
         const { std::cell::Cell::new((None, None, 0)) };
-    /// The snapshot [`Director::handle`] last used on this thread.
-    static SNAPSHOT: RefCell<Option<CachedSnapshot>> = const { RefCell::new(None) };
 }
-
-/// A snapshot held by a thread between `handle` calls, valid while the
-/// director's generation has not moved. Loading from the `ArcSwap` for each
-/// packet costs two sequentially consistent atomic operations (arc-swap's
-/// debt slot, taken and paid back) and ~110 instructions, ~10 % of an
-/// established packet; comparing one counter costs a plain load. A
-/// thread keeps its last snapshot (and the configuration it points to)
-/// alive until its next `handle` call or its exit; `handle_with` callers,
-/// which load once per batch, are unaffected.
-#[derive(Debug)]
-struct CachedSnapshot {
-    director: u64,
-    generation: u64,
-    snap: Arc<Snapshot>,
-}
-
-/// Source of [`Director`] identities for [`CachedSnapshot`] (an address
-/// could be reused by a later director).
-static DIRECTOR_IDS: AtomicU64 = AtomicU64::new(0);
 
 /// The sans-IO director. See the module docs.
 #[derive(Debug)]
 pub struct Director {
     snapshot: ArcSwap<Snapshot>,
-    /// Bumped after every store into `snapshot`.
-    generation: AtomicU64,
-    id: u64,
     registry: Mutex<Registry>,
     shards: Box<[ShardLock<Shard>]>,
     templates: Box<[Mutex<FastMap<TemplateKey, Template>>]>,
@@ -243,8 +219,6 @@ impl Director {
         };
         Director {
             snapshot: ArcSwap::from_pointee(snap),
-            generation: AtomicU64::new(0),
-            id: DIRECTOR_IDS.fetch_add(1, Ordering::Relaxed),
             registry: Mutex::new(registry),
             shards: (0..SHARDS)
                 .map(|_| ShardLock::new(Shard::new(hasher)))
@@ -269,10 +243,6 @@ impl Director {
         let prev = self.snapshot.load_full();
         let snap = Snapshot::build(config, host, runtime, &mut reg, Some(&prev));
         self.snapshot.store(Arc::new(snap));
-        // After the store: a thread that sees the new generation loads the
-        // new snapshot; one that still sees the old one uses the snapshot
-        // it would have loaded an instant earlier.
-        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Ends every connection of a real server now (health check down with
@@ -335,23 +305,8 @@ impl Director {
 
     /// Handles one frame with the snapshot in force.
     pub fn handle(&self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
-        let generation = self.generation.load(Ordering::Acquire);
-        SNAPSHOT.with(|cell| {
-            let mut cached = cell.borrow_mut();
-            let snap = match &mut *cached {
-                Some(c) if c.director == self.id && c.generation == generation => &c.snap,
-                slot => {
-                    &slot
-                        .insert(CachedSnapshot {
-                            director: self.id,
-                            generation,
-                            snap: self.snapshot.load_full(),
-                        })
-                        .snap
-                }
-            };
-            self.handle_with(snap, now, frame)
-        })
+        let snap = self.snapshot.load();
+        self.handle_with(&snap, now, frame)
     }
 
     /// Handles one frame with a snapshot the caller loaded (once per batch).
