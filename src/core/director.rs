@@ -388,11 +388,14 @@ impl Director {
         let ip_off = f.start + ETH_LEN;
         let end = f.start + f.len;
         let bytes = &f.buf[ip_off..end];
-        // A VIP destination decides whether a broken packet is ours to count.
-        let dst_is_vip = bytes.len() >= IPV4_LEN
-            && snap.is_vip(Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19]));
+        // A VIP destination decides whether a broken packet is ours to count;
+        // asked only on the way to a drop (forwarded packets never need it).
+        let dst_is_vip = || {
+            bytes.len() >= IPV4_LEN
+                && snap.is_vip(Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19]))
+        };
         let ours = |r: DropReason| {
-            if dst_is_vip {
+            if dst_is_vip() {
                 Verdict::Drop(r)
             } else {
                 Verdict::Pass
@@ -413,7 +416,8 @@ impl Director {
             return ours(DropReason::Fragment);
         }
         if proto == IpProtocol::Icmp {
-            return self.handle_icmp(snap, now, f, dst_is_vip);
+            let to_vip = dst_is_vip();
+            return self.handle_icmp(snap, now, f, to_vip);
         }
         let Some(protocol) = l4_protocol(proto) else {
             return ours(DropReason::NoService);
@@ -1360,6 +1364,7 @@ enum Endpoint {
 /// TCP/UDP packet `l4`, fixing both checksums incrementally (RFC 1624). A
 /// partial L4 checksum holds only the pseudo-header sum: the address
 /// changes it, the port (covered later by whoever completes it) does not.
+#[inline(always)]
 fn rewrite_l4(buf: &mut [u8], l4: &L4, partial: bool, which: Endpoint, to: SocketAddrV4) {
     let (addr_off, port_off) = match which {
         Endpoint::Src => (12, 0),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::core::config::{Config, ConnPolicy, Method, Persistence, Protocol, ServiceConfig};
 use crate::core::conntrack::RealId;
 use crate::core::counters::PerWorker;
-use crate::core::hash::{FastBuild, FastMap, FastSet};
+use crate::core::hash::{FastBuild, WordMap};
 use crate::core::host::{HostView, RouteTable};
 use crate::core::sched::{self, Scheduler, ServerLoad, ServerSlot};
 
@@ -226,11 +226,29 @@ impl Service {
     }
 }
 
-/// (protocol, address, port) packed into one word, hashed in one round.
+/// (protocol, address, port) packed into one word, never 0 (the protocol
+/// is stored plus one), for the [`WordMap`]s.
 fn endpoint_word(protocol: Protocol, addr: SocketAddrV4) -> u64 {
-    u64::from(protocol as u8) << 48
+    (u64::from(protocol as u8) + 1) << 48
         | u64::from(u32::from(*addr.ip())) << 16
         | u64::from(addr.port())
+}
+
+/// The inverse of [`endpoint_word`].
+fn word_endpoint(word: u64) -> (Protocol, SocketAddrV4) {
+    let protocol = if word >> 48 == 1 {
+        Protocol::Tcp
+    } else {
+        Protocol::Udp
+    };
+    #[allow(clippy::cast_possible_truncation)]
+    let addr = SocketAddrV4::new(Ipv4Addr::from((word >> 16) as u32), word as u16);
+    (protocol, addr)
+}
+
+/// An address as a nonzero [`WordMap`] key.
+fn addr_word(addr: Ipv4Addr) -> u64 {
+    1 << 32 | u64::from(u32::from(addr))
 }
 
 /// The immutable table the packet path reads.
@@ -239,15 +257,15 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub host: Arc<HostView>,
     pub services: Vec<Service>,
-    by_key: FastMap<ServiceKey, usize>,
-    /// As `u32`: an `Ipv4Addr` hashes as a length-prefixed byte slice
-    /// (two hasher rounds and a byte loop), a `u32` in one round; both
-    /// sets are probed for every packet.
-    vips: FastSet<u32>,
+    /// Index in `services`, keyed by [`endpoint_word`]; probed for every
+    /// packet, as are the two below.
+    by_key: WordMap<usize>,
+    /// Keyed by [`addr_word`].
+    vips: WordMap<()>,
     /// (protocol, address, port) of NAT real servers, draining ones
     /// included: replies from them are rewritten. Keyed by
     /// [`endpoint_word`].
-    nat_reals: FastMap<u64, (Protocol, SocketAddrV4)>,
+    nat_reals: WordMap<()>,
     /// Every real server known so far, indexed by `RealId`.
     pub reals: Vec<Arc<RealState>>,
     /// `host`'s routes compiled for per-packet lookups.
@@ -257,24 +275,25 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn service(&self, protocol: Protocol, addr: SocketAddrV4) -> Option<&Service> {
         self.by_key
-            .get(&ServiceKey { protocol, addr })
-            .map(|&i| &self.services[i])
+            .get(endpoint_word(protocol, addr))
+            .and_then(|i| self.services.get(i))
     }
 
     pub fn is_vip(&self, addr: Ipv4Addr) -> bool {
-        self.vips.contains(&u32::from(addr))
+        self.vips.contains(addr_word(addr))
     }
 
     pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.vips.iter().map(|&a| Ipv4Addr::from(a))
+        #[allow(clippy::cast_possible_truncation)]
+        self.vips.iter().map(|(w, ())| Ipv4Addr::from(w as u32))
     }
 
     pub fn is_nat_real(&self, protocol: Protocol, addr: SocketAddrV4) -> bool {
-        self.nat_reals.contains_key(&endpoint_word(protocol, addr))
+        self.nat_reals.contains(endpoint_word(protocol, addr))
     }
 
     pub fn nat_reals(&self) -> impl Iterator<Item = (Protocol, SocketAddrV4)> + '_ {
-        self.nat_reals.values().copied()
+        self.nat_reals.iter().map(|(w, ())| word_endpoint(w))
     }
 
     /// Egress interface and next hop toward `dst`.
@@ -405,25 +424,23 @@ impl Snapshot {
             }
         }
 
-        let hasher = FastBuild::random();
-        let mut by_key = FastMap::with_hasher(hasher);
-        let mut vips = FastSet::with_hasher(hasher);
-        let mut nat_reals = FastMap::with_hasher(hasher);
+        let key = std::hash::BuildHasher::hash_one(&FastBuild::random(), 0x5256_u64);
+        let mut by_key = WordMap::new(key);
+        let mut vips = WordMap::new(key);
+        let mut nat_reals = WordMap::new(key);
         for (i, s) in services.iter().enumerate() {
-            by_key.insert(s.key, i);
-            vips.insert(u32::from(*s.key.addr.ip()));
+            by_key.insert(endpoint_word(s.key.protocol, s.key.addr), i);
+            vips.insert(addr_word(*s.key.addr.ip()), ());
             for r in s.reals.iter().chain(s.sorry.iter()) {
                 if r.method == Method::Nat {
-                    let k = (s.key.protocol, r.addr);
-                    nat_reals.insert(endpoint_word(k.0, k.1), k);
+                    nat_reals.insert(endpoint_word(s.key.protocol, r.addr), ());
                 }
             }
         }
         // Removed NAT servers still draining keep their replies rewritten.
         for st in registry.all() {
             if st.connections() > 0 && !present.contains(&(st.service, st.addr)) {
-                let k = (st.service.protocol, st.addr);
-                nat_reals.insert(endpoint_word(k.0, k.1), k);
+                nat_reals.insert(endpoint_word(st.service.protocol, st.addr), ());
             }
         }
         Snapshot {

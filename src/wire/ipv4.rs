@@ -260,9 +260,15 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     ///
     /// # Panics
     /// On an unchecked buffer shorter than `header_len`.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         let header_len = usize::from(self.header_len());
-        checksum::data(&self.buffer.as_ref()[..header_len]) == 0xffff
+        let header = &self.buffer.as_ref()[..header_len];
+        let sum = match <&[u8; 20]>::try_from(header) {
+            Ok(h) => checksum::header20(h),
+            Err(_) => checksum::data(header),
+        };
+        sum == 0xffff
     }
 
     /// The payload: bytes `header_len..total_len`, so link-layer padding past
