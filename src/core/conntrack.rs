@@ -10,7 +10,11 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::core::config::{Method, Protocol};
-use crate::core::hash::{FastBuild, FastMap};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+use crate::core::hash::FastBuild;
 
 /// Index of a real server in the director's registry; stable for the life
 /// of the process, across reloads.
@@ -18,44 +22,75 @@ use crate::core::hash::{FastBuild, FastMap};
 pub struct RealId(pub u32);
 
 /// A flow tuple: the client endpoint and the endpoint on the far side (the
-/// virtual service for inbound lookups, the real server for NAT replies).
+/// virtual service for inbound lookups, the real server for NAT replies),
+/// packed into words: the table compares three words per probe instead of
+/// five fields, and hashes them in one 128-bit round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {
-    pub client: u32,
-    pub other: u32,
-    pub client_port: u16,
-    pub other_port: u16,
-    pub protocol: u8,
+    /// Client address above the other address.
+    addrs: u64,
+    /// Client port above the other port.
+    ports: u32,
+    udp: bool,
 }
 
-fn proto_byte(p: Protocol) -> u8 {
-    match p {
-        Protocol::Tcp => 6,
-        Protocol::Udp => 17,
+/// An index entry: a [`FlowKey`] and its slot in 16 bytes, the protocol in
+/// the slot's top bit (a shard holds at most `max_connections` ≤ 2^31
+/// slots, so indexes stay below 2^31).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    addrs: u64,
+    ports: u32,
+    tag: u32,
+}
+
+const UDP_TAG: u32 = 1 << 31;
+
+impl Entry {
+    fn new(key: FlowKey, slot: u32) -> Entry {
+        Entry {
+            addrs: key.addrs,
+            ports: key.ports,
+            tag: slot | if key.udp { UDP_TAG } else { 0 },
+        }
+    }
+
+    #[inline]
+    fn is(&self, key: &FlowKey) -> bool {
+        self.addrs == key.addrs && self.ports == key.ports && (self.tag >= UDP_TAG) == key.udp
+    }
+
+    fn key(&self) -> FlowKey {
+        FlowKey {
+            addrs: self.addrs,
+            ports: self.ports,
+            udp: self.tag >= UDP_TAG,
+        }
+    }
+
+    fn slot(&self) -> u32 {
+        self.tag & !UDP_TAG
     }
 }
 
 impl std::hash::Hash for FlowKey {
-    /// One 128-bit word instead of five field writes: every hasher round
-    /// is a multiply, and a new NAT flow hashes its keys five times (two
-    /// lookups, the reply check, two inserts).
+    /// One 128-bit word: every hasher round is a multiply, and a new NAT
+    /// flow hashes its keys three times (the lookup, the reply check and
+    /// removal; inserts reuse the lookups' hashes).
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let addrs = u64::from(self.client) << 32 | u64::from(self.other);
-        let rest = u64::from(self.client_port) << 24
-            | u64::from(self.other_port) << 8
-            | u64::from(self.protocol);
-        state.write_u128(u128::from(addrs) << 64 | u128::from(rest));
+        state.write_u128(
+            u128::from(self.addrs) << 64 | u128::from(self.ports) << 1 | u128::from(self.udp),
+        );
     }
 }
 
 impl FlowKey {
+    #[inline]
     pub fn new(protocol: Protocol, client: SocketAddrV4, other: SocketAddrV4) -> FlowKey {
         FlowKey {
-            client: u32::from(*client.ip()),
-            other: u32::from(*other.ip()),
-            client_port: client.port(),
-            other_port: other.port(),
-            protocol: proto_byte(protocol),
+            addrs: u64::from(u32::from(*client.ip())) << 32 | u64::from(u32::from(*other.ip())),
+            ports: u32::from(client.port()) << 16 | u32::from(other.port()),
+            udp: protocol == Protocol::Udp,
         }
     }
 }
@@ -112,12 +147,19 @@ struct Slot {
 }
 
 /// One shard: slab + indexes + a sweep cursor.
+///
+/// The indexes are `hashbrown::HashTable`s rather than `HashMap`s so that a
+/// key is hashed once per packet: the caller hashes it ([`Shard::hash`]),
+/// looks it up, and on a miss inserts with the same hash and without the
+/// duplicate probe a map's `insert` makes (the miss just proved there is
+/// none).
 #[derive(Debug)]
 pub struct Shard {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    index: FastMap<FlowKey, u32>,
-    reply: FastMap<FlowKey, u32>,
+    hasher: FastBuild,
+    index: HashTable<Entry>,
+    reply: HashTable<Entry>,
     cursor: usize,
     /// Where the next eviction search starts; advanced by each search so
     /// that eviction looks at the whole shard over time.
@@ -129,8 +171,9 @@ impl Shard {
         Shard {
             slots: Vec::new(),
             free: Vec::new(),
-            index: FastMap::with_hasher(hasher),
-            reply: FastMap::with_hasher(hasher),
+            hasher,
+            index: HashTable::new(),
+            reply: HashTable::new(),
             cursor: 0,
             evict_cursor: 0,
         }
@@ -144,12 +187,30 @@ impl Shard {
         self.index.is_empty()
     }
 
+    /// The hash both indexes use for `key`.
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
     pub fn find_in(&self, key: &FlowKey) -> Option<u32> {
-        self.index.get(key).copied()
+        self.find_in_hashed(self.hash(key), key)
+    }
+
+    /// [`Shard::find_in`] with `hash` = [`Shard::hash`] of `key`.
+    #[inline]
+    pub fn find_in_hashed(&self, hash: u64, key: &FlowKey) -> Option<u32> {
+        self.index.find(hash, |e| e.is(key)).map(Entry::slot)
     }
 
     pub fn find_reply(&self, key: &FlowKey) -> Option<u32> {
-        self.reply.get(key).copied()
+        self.find_reply_hashed(self.hash(key), key)
+    }
+
+    /// [`Shard::find_reply`] with `hash` = [`Shard::hash`] of `key`.
+    #[inline]
+    pub fn find_reply_hashed(&self, hash: u64, key: &FlowKey) -> Option<u32> {
+        self.reply.find(hash, |e| e.is(key)).map(Entry::slot)
     }
 
     /// # Panics
@@ -168,6 +229,14 @@ impl Shard {
     /// Inserts a new entry; the caller has checked that its in-key (and
     /// reply key) are free.
     pub fn insert(&mut self, conn: Conn) -> u32 {
+        let h_in = self.hash(&conn.in_key());
+        let h_reply = self.hash(&conn.reply_key());
+        self.insert_hashed(conn, h_in, h_reply)
+    }
+
+    /// [`Shard::insert`] with the [`Shard::hash`]es of the entry's in-key
+    /// and reply key (the latter unused for a method without replies).
+    pub fn insert_hashed(&mut self, conn: Conn, h_in: u64, h_reply: u64) -> u32 {
         let slot = match self.free.pop() {
             Some(s) => {
                 self.slots[s as usize] = Slot { conn, live: true };
@@ -179,9 +248,13 @@ impl Shard {
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        self.index.insert(conn.in_key(), slot);
+        let hasher = self.hasher;
+        let rehash = move |e: &Entry| hasher.hash_one(e.key());
+        self.index
+            .insert_unique(h_in, Entry::new(conn.in_key(), slot), rehash);
         if conn.has_reply_index() {
-            self.reply.insert(conn.reply_key(), slot);
+            self.reply
+                .insert_unique(h_reply, Entry::new(conn.reply_key(), slot), rehash);
         }
         slot
     }
@@ -190,9 +263,22 @@ impl Shard {
         let s = &mut self.slots[slot as usize];
         s.live = false;
         let conn = s.conn;
-        self.index.remove(&conn.in_key());
-        if conn.has_reply_index() && self.reply.get(&conn.reply_key()) == Some(&slot) {
-            self.reply.remove(&conn.reply_key());
+        let key = conn.in_key();
+        if let Ok(e) = self
+            .index
+            .find_entry(self.hasher.hash_one(key), |e| e.is(&key))
+        {
+            e.remove();
+        }
+        if conn.has_reply_index() {
+            // Only our own reply entry: a refused duplicate never got one,
+            // and another slot's must stay.
+            let key = conn.reply_key();
+            if let Ok(e) = self.reply.find_entry(self.hasher.hash_one(key), |e| {
+                e.is(&key) && e.slot() == slot
+            }) {
+                e.remove();
+            }
         }
         self.free.push(slot);
         conn
@@ -262,7 +348,8 @@ impl Shard {
 
     /// Bytes held by this shard (slab and both indexes, by capacity).
     pub fn memory(&self) -> usize {
-        let map_entry = std::mem::size_of::<(FlowKey, u32)>() + 1;
+        // hashbrown: one control byte per bucket besides the entry.
+        let map_entry = std::mem::size_of::<Entry>() + 1;
         self.slots.capacity() * std::mem::size_of::<Slot>()
             + self.free.capacity() * 4
             + (self.index.capacity() + self.reply.capacity()) * map_entry

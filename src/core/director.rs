@@ -631,7 +631,8 @@ impl Director {
         let ack = l4.tcp_flags & tcp::flags::ACK != 0;
         let own = self.shard_of(l4.protocol, l4.src);
         let mut shard = own.lock();
-        if let Some(slot) = shard.find_in(&key) {
+        let h_in = shard.hash(&key);
+        if let Some(slot) = shard.find_in_hashed(h_in, &key) {
             let c = *shard.get(slot);
             let reset = Self::is_tombstone(&c)
                 || snap
@@ -730,13 +731,15 @@ impl Director {
         conn.expires = now + Self::timeout_of(snap, &conn);
         // A NAT reply tuple already taken by another client flow cannot be
         // told apart on the way back; refuse rather than mix two flows.
-        if conn.method == Method::Nat && shard.find_reply(&conn.reply_key()).is_some() {
+        let reply = conn.reply_key();
+        let h_reply = shard.hash(&reply);
+        if conn.method == Method::Nat && shard.find_reply_hashed(h_reply, &reply).is_some() {
             // release() gives the reserved room back.
             self.release(snap, &conn, now);
             return Verdict::Drop(DropReason::NoRealServer);
         }
         // Counted by reserve_entry.
-        shard.insert(conn);
+        shard.insert_hashed(conn, h_in, h_reply);
         drop(shard);
         self.forward_in(snap, f, &conn, l4)
     }
@@ -898,10 +901,10 @@ impl Director {
         if f.offload.needs_csum {
             complete_checksum(f);
         }
-        let mtu = snap
-            .host
-            .interface(hop.ifindex)
-            .map_or(1500, |i| usize::from(i.mtu));
+        let Some(iface) = snap.host.interface(hop.ifindex) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let mtu = usize::from(iface.mtu);
         let df = f.buf[ip + 6] & 0x40 != 0;
         if ip_len + IPV4_LEN > mtu {
             if df {
@@ -914,30 +917,51 @@ impl Director {
         if f.start < IPV4_LEN {
             return Verdict::Drop(DropReason::TooBig);
         }
-        let Some(src) = snap.host.source_addr(hop.ifindex) else {
+        let Some(&(src, _)) = iface.addrs.first() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         let new_start = f.start - IPV4_LEN;
-        f.buf.copy_within(f.start..f.start + ETH_LEN, new_start);
+        // Through a fixed-size copy: `copy_within` is a call to memmove.
+        let mut eth = [0u8; ETH_LEN];
+        eth.copy_from_slice(&f.buf[f.start..f.start + ETH_LEN]);
+        f.buf[new_start..new_start + ETH_LEN].copy_from_slice(&eth);
         let outer_off = new_start + ETH_LEN;
         let total = ip_len + IPV4_LEN;
-        {
-            let mut outer = Ipv4Packet::new_unchecked(&mut f.buf[outer_off..outer_off + IPV4_LEN]);
-            outer.set_version(4);
-            outer.set_header_len(20);
-            outer.set_dscp_ecn(0);
-            // total ≤ mtu ≤ u16::MAX.
-            outer.set_total_len(u16::try_from(total).unwrap_or(u16::MAX));
-            outer.set_ident(0);
-            outer.clear_flags();
-            outer.set_dont_frag(df);
-            outer.set_frag_offset(0);
-            outer.set_hop_limit(64);
-            outer.set_next_header(IpProtocol::IpIp);
-            outer.set_src_addr(src);
-            outer.set_dst_addr(rip);
-            outer.fill_checksum();
-        }
+        // RFC 2003 § 3.1: the outer TOS is the inner one; ECN as Linux's
+        // tunnels (RFC 6040 normal mode): CE inside is sent as ECT(0), so a
+        // router on the tunnel path may still mark it.
+        let tos = f.buf[ip + 1];
+        let tos = if tos & 3 == 3 { tos & !3 | 2 } else { tos };
+        // total ≤ mtu ≤ u16::MAX.
+        let [len_hi, len_lo] = u16::try_from(total).unwrap_or(u16::MAX).to_be_bytes();
+        let [s0, s1, s2, s3] = src.octets();
+        let [d0, d1, d2, d3] = rip.octets();
+        let mut outer: [u8; IPV4_LEN] = [
+            0x45,
+            tos,
+            len_hi,
+            len_lo,
+            0,
+            0,
+            if df { 0x40 } else { 0 },
+            0,
+            64,
+            u8::from(IpProtocol::IpIp),
+            0,
+            0,
+            s0,
+            s1,
+            s2,
+            s3,
+            d0,
+            d1,
+            d2,
+            d3,
+        ];
+        let [c0, c1] = (!checksum::header20(&outer)).to_be_bytes();
+        outer[10] = c0;
+        outer[11] = c1;
+        f.buf[outer_off..outer_off + IPV4_LEN].copy_from_slice(&outer);
         f.start = new_start;
         f.len = ETH_LEN + total;
         transmit(f, hop)

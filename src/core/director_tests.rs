@@ -829,6 +829,37 @@ fn tun_table() {
             DropReason::TooBig,
         ),
     ];
+    // RFC 2003 § 3.1 / RFC 6040: the outer TOS is the inner one, except
+    // that CE inside goes out as ECT(0).
+    for (name, inner_tos, outer_tos, port) in [
+        (
+            "inner DSCP EF + ECT(0) → the same outer TOS",
+            0xba,
+            0xba,
+            42003,
+        ),
+        (
+            "inner DSCP AF41 + CE → outer AF41 + ECT(0)",
+            0x8b,
+            0x8a,
+            42004,
+        ),
+    ] {
+        let mut inner = tcp_ip(sa(CLIENT, port), vip, tf::SYN, 1000, 0, &[]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut inner[..]);
+        ip.set_dscp_ecn(inner_tos);
+        ip.fill_checksum();
+        let mut out = encap(&inner, true);
+        let mut outer = Ipv4Packet::new_unchecked(&mut out[14..]);
+        outer.set_dscp_ecn(outer_tos);
+        outer.fill_checksum();
+        rows.push(row(
+            name,
+            eth(IF_MAC, CLIENT_MAC, 0x0800, &inner),
+            tun(&out),
+            out.clone(),
+        ));
+    }
     let mut gso = row(
         "GSO super-frame of a TUN flow → Segment (the driver splits it)",
         eth(

@@ -273,12 +273,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    #[inline]
     pub fn service(&self, protocol: Protocol, addr: SocketAddrV4) -> Option<&Service> {
         self.by_key
             .get(endpoint_word(protocol, addr))
             .and_then(|i| self.services.get(i))
     }
 
+    #[inline]
     pub fn is_vip(&self, addr: Ipv4Addr) -> bool {
         self.vips.contains(addr_word(addr))
     }
@@ -288,6 +290,7 @@ impl Snapshot {
         self.vips.iter().map(|(w, ())| Ipv4Addr::from(w as u32))
     }
 
+    #[inline]
     pub fn is_nat_real(&self, protocol: Protocol, addr: SocketAddrV4) -> bool {
         self.nat_reals.contains(endpoint_word(protocol, addr))
     }
@@ -302,6 +305,7 @@ impl Snapshot {
         self.routes.route(dst)
     }
 
+    #[inline]
     pub fn real(&self, id: RealId) -> Option<&Arc<RealState>> {
         self.reals.get(id.0 as usize)
     }

@@ -277,6 +277,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// # Panics
     /// On an unchecked buffer that is shorter than `total_len` or whose
     /// `total_len` is below `header_len`.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         let range = usize::from(self.header_len())..usize::from(self.total_len());
         &self.buffer.as_ref()[range]
