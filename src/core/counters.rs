@@ -38,6 +38,7 @@ reasons! {
     TableFull => "table_full", "The connection table is at max_connections.";
     RealServerReset => "real_server_reset", "The flow's real server was removed or went down with the reset policy.";
     NoRoute => "no_route", "No route to the destination of a forwarded packet.";
+    TtlExceeded => "ttl_exceeded", "A packet to forward arrived with TTL 1 or 0 (ICMP time exceeded sent to its source).";
     TooBig => "too_big", "The packet exceeds the egress MTU (ICMP fragmentation needed sent when DF is set).";
     GsoUnsupported => "gso_unsupported", "A GSO super-frame that the method cannot forward whole (TUN).";
     IcmpUnmatched => "icmp_unmatched", "An ICMP error to a VIP or from a real server that quotes no known flow.";
@@ -145,10 +146,10 @@ impl PerWorker {
 /// One counter per [`DropReason`].
 #[derive(Debug, Default)]
 pub struct DropCounters {
-    counts: [PerWorker; 16],
+    counts: [PerWorker; DROP_REASONS],
 }
 
-const _: () = assert!(DropReason::ALL.len() == 16);
+const DROP_REASONS: usize = DropReason::ALL.len();
 
 impl DropCounters {
     pub fn add(&self, reason: DropReason) {

@@ -424,6 +424,7 @@ impl Director {
         };
         let src_ip = ip.src_addr();
         let dst_ip = ip.dst_addr();
+        let ttl = ip.hop_limit();
         let hl = ip.header_len();
         let ip_len = usize::from(ip.total_len());
         let payload = ip.payload();
@@ -447,9 +448,15 @@ impl Director {
             tcp_flags,
         };
         if let Some(svc) = snap.service(protocol, l4.dst) {
+            if ttl <= 1 {
+                return self.time_exceeded(snap, f, ip_off);
+            }
             return self.inbound(snap, now, f, svc, &l4);
         }
         if snap.is_nat_real(protocol, l4.src) && !snap.host.is_local(dst_ip) {
+            if ttl <= 1 {
+                return self.time_exceeded(snap, f, ip_off);
+            }
             return self.nat_reply(snap, now, f, &l4);
         }
         ours(DropReason::NoService)
@@ -849,11 +856,12 @@ impl Director {
             r.out_pkts.add(1);
             r.out_bytes.add(l4.ip_len as u64);
         }
-        let partial = f.offload.needs_csum;
-        rewrite_l4(f.buf, l4, partial, Endpoint::Src, conn.vaddr);
         let Some(hop) = snap.route(*conn.client.ip()) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
+        let partial = f.offload.needs_csum;
+        rewrite_l4(f.buf, l4, partial, Endpoint::Src, conn.vaddr);
+        decrement_ttl(f.buf, l4.ip);
         transmit(f, hop)
     }
 
@@ -867,18 +875,23 @@ impl Director {
             return Verdict::Drop(DropReason::NoRoute);
         };
         match c.method {
+            // The TTL was checked (> 1) before the flow was looked up.
             Method::Nat => {
                 let partial = f.offload.needs_csum;
                 rewrite_l4(f.buf, l4, partial, Endpoint::Dst, c.raddr);
+                decrement_ttl(f.buf, l4.ip);
                 transmit(f, hop)
             }
-            Method::Dr => transmit(
-                f,
-                Hop {
-                    ifindex: hop.ifindex,
-                    next_hop: rip,
-                },
-            ),
+            Method::Dr => {
+                decrement_ttl(f.buf, l4.ip);
+                transmit(
+                    f,
+                    Hop {
+                        ifindex: hop.ifindex,
+                        next_hop: rip,
+                    },
+                )
+            }
             Method::Tun => self.encapsulate(snap, f, l4.ip, l4.ip_len, rip, hop),
         }
     }
@@ -910,7 +923,15 @@ impl Director {
             if df {
                 // RFC 1191: tell the client the MTU left after our header.
                 let next_mtu = u16::try_from(mtu - IPV4_LEN).unwrap_or(576);
-                return self.icmp_error(snap, f, ip, dst_unreachable::FRAG_NEEDED, next_mtu, None);
+                return self.icmp_error(
+                    snap,
+                    f,
+                    ip,
+                    Icmpv4Message::DstUnreachable,
+                    dst_unreachable::FRAG_NEEDED,
+                    next_mtu,
+                    None,
+                );
             }
             return Verdict::Drop(DropReason::TooBig);
         }
@@ -920,6 +941,9 @@ impl Director {
         let Some(&(src, _)) = iface.addrs.first() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
+        // After the MTU checks: a "fragmentation needed" quotes the packet
+        // as it arrived.
+        decrement_ttl(f.buf, ip);
         let new_start = f.start - IPV4_LEN;
         // Through a fixed-size copy: `copy_within` is a call to memmove.
         let mut eth = [0u8; ETH_LEN];
@@ -974,7 +998,15 @@ impl Director {
             Protocol::Tcp => self.reset_reply(f, l4),
             Protocol::Udp => {
                 let src = *l4.dst.ip();
-                self.icmp_error(snap, f, l4.ip, dst_unreachable::PORT, 0, Some(src))
+                self.icmp_error(
+                    snap,
+                    f,
+                    l4.ip,
+                    Icmpv4Message::DstUnreachable,
+                    dst_unreachable::PORT,
+                    0,
+                    Some(src),
+                )
             }
         }
     }
@@ -1046,11 +1078,25 @@ impl Director {
     /// Answers the sender of the packet at `ip` with an ICMP destination
     /// unreachable (RFC 792) quoting its header and first 8 bytes, built in
     /// place and sent back to the frame's source MAC.
+    /// A packet we would forward whose TTL runs out here: ICMP time
+    /// exceeded to its source from this interface's address, as a router
+    /// (and IPVS's `decrement_ttl`) does, so a routing loop through the
+    /// director ends and traceroute shows the hop. It never reaches the
+    /// connection table: a dropped packet changes no flow's state.
+    #[cold]
+    #[inline(never)]
+    fn time_exceeded(&self, snap: &Snapshot, f: &mut Frame<'_>, ip: usize) -> Verdict {
+        self.drops.add(DropReason::TtlExceeded);
+        self.icmp_error(snap, f, ip, Icmpv4Message::TimeExceeded, 0, 0, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn icmp_error(
         &self,
         snap: &Snapshot,
         f: &mut Frame<'_>,
         ip: usize,
+        msg: Icmpv4Message,
         code: u8,
         next_mtu: u16,
         src: Option<Ipv4Addr>,
@@ -1071,7 +1117,7 @@ impl Director {
         f.buf.copy_within(ip..ip + quote_len, ip + IPV4_LEN + 8);
         {
             let mut icmp = Icmpv4Packet::new_unchecked(&mut f.buf[ip + IPV4_LEN..ip + total]);
-            icmp.set_msg_type(Icmpv4Message::DstUnreachable);
+            icmp.set_msg_type(msg);
             icmp.set_msg_code(code);
             icmp.set_rest_of_header(0);
             icmp.set_next_mtu(next_mtu);
@@ -1131,6 +1177,7 @@ impl Director {
             )
         };
         let icmp_end = ip_off + ip_len;
+        let ttl = f.buf[ip_off + 8];
         let Ok(icmp) = Icmpv4Packet::new_checked(&f.buf[icmp_off..icmp_end]) else {
             return ours(DropReason::Malformed);
         };
@@ -1167,6 +1214,10 @@ impl Director {
             let Some(c) = c.filter(|c| !Self::is_dead(snap, c, now)) else {
                 return Verdict::Drop(DropReason::IcmpUnmatched);
             };
+            if ttl <= 1 {
+                // No ICMP error about an ICMP error (RFC 1122 § 3.2.2).
+                return Verdict::Drop(DropReason::TtlExceeded);
+            }
             let rip = *c.raddr.ip();
             let Some(hop) = snap.route(rip) else {
                 return Verdict::Drop(DropReason::NoRoute);
@@ -1183,15 +1234,19 @@ impl Director {
                         c.raddr,
                         Endpoint::Src,
                     );
+                    decrement_ttl(f.buf, ip_off);
                     transmit(f, hop)
                 }
-                Method::Dr => transmit(
-                    f,
-                    Hop {
-                        ifindex: hop.ifindex,
-                        next_hop: rip,
-                    },
-                ),
+                Method::Dr => {
+                    decrement_ttl(f.buf, ip_off);
+                    transmit(
+                        f,
+                        Hop {
+                            ifindex: hop.ifindex,
+                            next_hop: rip,
+                        },
+                    )
+                }
                 Method::Tun => self.encapsulate(snap, f, ip_off, ip_len, rip, hop),
             };
         }
@@ -1205,6 +1260,9 @@ impl Director {
             let Some(c) = c.filter(|c| !Self::is_dead(snap, c, now)) else {
                 return Verdict::Drop(DropReason::IcmpUnmatched);
             };
+            if ttl <= 1 {
+                return Verdict::Drop(DropReason::TtlExceeded);
+            }
             let Some(hop) = snap.route(*c.client.ip()) else {
                 return Verdict::Drop(DropReason::NoRoute);
             };
@@ -1218,6 +1276,7 @@ impl Director {
                 c.vaddr,
                 Endpoint::Dst,
             );
+            decrement_ttl(f.buf, ip_off);
             return transmit(f, hop);
         }
         ours(DropReason::IcmpUnmatched)
@@ -1376,6 +1435,21 @@ fn complete_checksum(f: &mut Frame<'_>) {
     let sum = !checksum::data(&f.buf[start..end]);
     f.buf[field..field + 2].copy_from_slice(&sum.to_be_bytes());
     f.offload.needs_csum = false;
+}
+
+/// One hop less for the IPv4 packet at `ip` (its TTL is above 1), with
+/// the header checksum updated in place.
+#[inline(always)]
+fn decrement_ttl(buf: &mut [u8], ip: usize) {
+    let Some(h) = buf
+        .get_mut(ip..ip + IPV4_LEN)
+        .and_then(|h| <&mut [u8; IPV4_LEN]>::try_from(h).ok())
+    else {
+        return;
+    };
+    h[8] = h[8].saturating_sub(1);
+    let check = checksum::ttl_decremented(u16::from_be_bytes([h[10], h[11]]));
+    h[10..12].copy_from_slice(&check.to_be_bytes());
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -370,11 +370,31 @@ fn drop_row(desc: &'static str, input: Vec<u8>, reason: DropReason) -> Row {
     row(desc, input, Verdict::Drop(reason), Vec::new())
 }
 
+/// `frame` one router hop later: the TTL of the forwarded IPv4 packet
+/// (the inner one of IP-in-IP from the director) one lower, its header
+/// checksum refreshed. The tables write expected frames as sent and pass
+/// forwarded ones (`dst_mac: None`) through this.
+fn hop(frame: &[u8]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let tunnel = out[14 + 9] == 4 && out[14 + 12..14 + 16] == DIRECTOR_IP.octets();
+    let ip = if tunnel { 34 } else { 14 };
+    out[ip + 8] -= 1;
+    let mut p = Ipv4Packet::new_unchecked(&mut out[ip..]);
+    p.fill_checksum();
+    out
+}
+
 fn run_table(d: &Director, now: Instant, rows: &[Row]) {
     for r in rows {
         let (v, out) = run_with(d, now, &r.input, r.offload);
         assert_eq!(v, r.verdict, "{}: verdict", r.desc);
-        assert_eq!(out, r.output, "{}: output bytes", r.desc);
+        let forwarded = matches!(v, Verdict::Transmit(Transmit { dst_mac: None, .. }));
+        let want = if forwarded {
+            hop(&r.output)
+        } else {
+            r.output.clone()
+        };
+        assert_eq!(out, want, "{}: output bytes", r.desc);
         if let Verdict::Transmit(_) = v {
             assert_well_formed(&out, r.desc);
         }
@@ -697,7 +717,7 @@ fn nat_table() {
     run_table(&d, t0, &rows);
     let (v, mut out) = run_with(&d, t0, &prow.input, prow.offload);
     assert_eq!(v, prow.verdict, "{}", prow.desc);
-    assert_eq!(out, prow.output, "{}", prow.desc);
+    assert_eq!(out, hop(&prow.output), "{}", prow.desc);
     // Complete it as the NIC would and check the result.
     let sum = !checksum::data(&out[34..]);
     out[34 + 16..34 + 18].copy_from_slice(&sum.to_be_bytes());
@@ -1732,12 +1752,12 @@ fn reload_removing_a_server_drains_its_flows() {
     assert_eq!(v, fwd(GATEWAY, &out));
     assert_eq!(
         out,
-        eth(
+        hop(&eth(
             IF_MAC,
             RS_MAC,
             0x0800,
             &tcp_ip(vip, client, tf::ACK, 5001, 1001, &[])
-        )
+        ))
     );
     // New flows go to b.
     let c2 = sa(CLIENT, 50001);
@@ -2098,4 +2118,74 @@ fn table_memory_per_entry() {
     }
     assert_eq!(d.entries(), 0);
     assert_eq!(counts(&d, sa(RIP_NAT, 8080)), (0, 0));
+}
+
+// ---- TTL ------------------------------------------------------------------------
+
+/// `frame` (Ethernet + IPv4) with its TTL set to `ttl`.
+fn with_ttl(frame: &[u8], ttl: u8) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let mut p = Ipv4Packet::new_unchecked(&mut out[14..]);
+    p.set_hop_limit(ttl);
+    p.fill_checksum();
+    out
+}
+
+fn time_exceeded(to: Ipv4Addr, to_mac: [u8; 6], quote: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![11, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(quote);
+    Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
+    // The Ethernet header stays as received: the driver addresses the
+    // frame to the verdict's `dst_mac`.
+    eth(
+        IF_MAC,
+        to_mac,
+        0x0800,
+        &ipv4(DIRECTOR_IP, to, IpProtocol::Icmp, false, &icmp),
+    )
+}
+
+#[test]
+fn a_packet_whose_ttl_runs_out_gets_time_exceeded_and_no_entry() {
+    let t0 = Instant::now();
+    let d = director(base_config(), t0);
+    for (vip, ttl) in [
+        (sa(VIP_NAT, 80), 1),
+        (sa(VIP_DR, 80), 0),
+        (sa(VIP_TUN, 80), 1),
+    ] {
+        let client = sa(CLIENT, 43000 + u16::from(ttl));
+        let frame = with_ttl(&syn(client, vip), ttl);
+        let want = time_exceeded(CLIENT, CLIENT_MAC, &frame[14..14 + 28]);
+        let (v, out) = run(&d, t0, &frame);
+        assert_eq!(v, answer(CLIENT, CLIENT_MAC, &want), "{vip} ttl {ttl}");
+        assert_eq!(out, want, "{vip} ttl {ttl}");
+        assert_well_formed(&out, "time exceeded");
+    }
+    assert_eq!(d.entries(), 0, "a dropped SYN schedules nothing");
+    assert_eq!(d.drops().get(DropReason::TtlExceeded), 3);
+
+    // TTL 2 is forwarded with TTL 1; a NAT reply from the real server with
+    // TTL 1 is answered to the real server.
+    let client = sa(CLIENT, 43010);
+    let vip = sa(VIP_NAT, 80);
+    let rip = sa(RIP_NAT, 8080);
+    let (v, out) = run(&d, t0, &with_ttl(&syn(client, vip), 2));
+    assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+    assert_eq!(out[14 + 8], 1);
+    assert_well_formed(&out, "ttl 2");
+    let reply = with_ttl(
+        &eth(
+            IF_MAC,
+            RS_MAC,
+            0x0800,
+            &tcp_ip(rip, client, tf::SYN | tf::ACK, 5000, 1001, &[]),
+        ),
+        1,
+    );
+    let want = time_exceeded(RIP_NAT, RS_MAC, &reply[14..14 + 28]);
+    let (v, out) = run(&d, t0, &reply);
+    assert_eq!(v, answer(RIP_NAT, RS_MAC, &want));
+    assert_eq!(out, want);
+    assert_eq!(d.drops().get(DropReason::TtlExceeded), 4);
 }

@@ -142,7 +142,7 @@ impl<V: Copy + Default> WordMap<V> {
         self.len == 0
     }
 
-    #[inline]
+    #[inline(always)]
     fn home(&self, word: u64) -> usize {
         // Fibonacci hashing on a keyed word: the multiply carries every bit
         // of the key into the top bits, which index the array.
@@ -189,7 +189,7 @@ impl<V: Copy + Default> WordMap<V> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, word: u64) -> Option<V> {
         let mask = self.slots.len() - 1;
         let mut i = self.home(word);

@@ -273,7 +273,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    #[inline]
+    #[inline(always)]
     pub fn service(&self, protocol: Protocol, addr: SocketAddrV4) -> Option<&Service> {
         self.by_key
             .get(endpoint_word(protocol, addr))
@@ -290,7 +290,7 @@ impl Snapshot {
         self.vips.iter().map(|(w, ())| Ipv4Addr::from(w as u32))
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn is_nat_real(&self, protocol: Protocol, addr: SocketAddrV4) -> bool {
         self.nat_reals.contains(endpoint_word(protocol, addr))
     }

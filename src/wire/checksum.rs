@@ -92,6 +92,20 @@ pub fn header20(h: &[u8; 20]) -> u16 {
     fold(w(0) + w(4) + w(8) + w(12) + w(16))
 }
 
+/// The IPv4 header checksum after the TTL byte (the high byte of the
+/// TTL–protocol word) is decremented: the stored sum grows by 0x0100 with
+/// end-around carry (RFC 1141; Linux's `ip_decrease_ttl`). A carry into
+/// 0xFFFF is folded so the field never holds the negative zero that a
+/// sender would not.
+#[inline]
+pub fn ttl_decremented(check: u16) -> u16 {
+    let c = u32::from(check) + 0x0100;
+    let c = c + u32::from(c >= 0xffff);
+    #[allow(clippy::cast_possible_truncation)]
+    let c = c as u16;
+    c
+}
+
 /// The folded one's-complement sum of several sums (or words).
 #[inline]
 pub fn combine(sums: &[u16]) -> u16 {
@@ -560,6 +574,21 @@ mod tests {
                 x = (x >> 16) + (x & 0xffff);
             }
             prop_assert_eq!(u64::from(fold(acc)), x);
+        }
+
+        #[test]
+        fn ttl_decrement_keeps_the_header_valid(mut h: [u8; 20], ttl in 1u8..=255) {
+            h[8] = ttl;
+            h[10] = 0;
+            h[11] = 0;
+            let [c0, c1] = (!header20(&h)).to_be_bytes();
+            h[10] = c0;
+            h[11] = c1;
+            h[8] -= 1;
+            let [c0, c1] = ttl_decremented(u16::from_be_bytes([h[10], h[11]])).to_be_bytes();
+            h[10] = c0;
+            h[11] = c1;
+            prop_assert_eq!(header20(&h), 0xffff);
         }
 
         #[test]

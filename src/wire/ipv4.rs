@@ -149,6 +149,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     /// Wraps a buffer and checks it with [`check_len`](Self::check_len); after
     /// `Ok` no getter panics.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Ipv4Packet<T>, Ipv4Error> {
         let packet = Self::new_unchecked(buffer);
         packet.check_len()?;
@@ -159,6 +160,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// version 4, `20 <= header_len <= buffer`, `header_len <= total_len <=
     /// buffer`. The checksum is not checked (see
     /// [`verify_checksum`](Self::verify_checksum)).
+    #[inline]
     pub fn check_len(&self) -> Result<(), Ipv4Error> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN {
@@ -189,6 +191,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// The header length in bytes (IHL × 4), options included.
+    #[inline]
     pub fn header_len(&self) -> u8 {
         (self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
@@ -199,6 +202,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// The total length of the datagram in bytes, header included.
+    #[inline]
     pub fn total_len(&self) -> u16 {
         read_u16(&self.buffer.as_ref()[field::LENGTH])
     }
@@ -214,26 +218,31 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// The "more fragments" flag.
+    #[inline]
     pub fn more_frags(&self) -> bool {
         read_u16(&self.buffer.as_ref()[field::FLG_OFF]) & FLAG_MF != 0
     }
 
     /// The fragment offset in bytes.
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         (read_u16(&self.buffer.as_ref()[field::FLG_OFF]) & OFFSET_MASK) << 3
     }
 
     /// True if the datagram is a fragment: MF set or a non-zero offset.
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         self.more_frags() || self.frag_offset() != 0
     }
 
     /// The time-to-live field.
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.buffer.as_ref()[field::TTL]
     }
 
     /// The protocol of the payload.
+    #[inline]
     pub fn next_header(&self) -> IpProtocol {
         IpProtocol::from(self.buffer.as_ref()[field::PROTOCOL])
     }
@@ -244,12 +253,14 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// The source address.
+    #[inline]
     pub fn src_addr(&self) -> Ipv4Addr {
         let b = &self.buffer.as_ref()[field::SRC_ADDR];
         Ipv4Addr::new(b[0], b[1], b[2], b[3])
     }
 
     /// The destination address.
+    #[inline]
     pub fn dst_addr(&self) -> Ipv4Addr {
         let b = &self.buffer.as_ref()[field::DST_ADDR];
         Ipv4Addr::new(b[0], b[1], b[2], b[3])
@@ -277,7 +288,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// # Panics
     /// On an unchecked buffer that is shorter than `total_len` or whose
     /// `total_len` is below `header_len`.
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         let range = usize::from(self.header_len())..usize::from(self.total_len());
         &self.buffer.as_ref()[range]
