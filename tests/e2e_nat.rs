@@ -289,3 +289,58 @@ fn nat_port_not_in_table_is_not_answered_and_garbage_is_counted() {
     );
     assert_eq!(count(&topo, 3).len(), 3, "still forwarding");
 }
+
+/// Probes `argv[1]:argv[2]` over UDP with TTL 2 and 3 from the client, as
+/// traceroute does, and prints per TTL either the reply or the ICMP error
+/// the kernel queued (IP_RECVERR): type, code and the offender's address.
+const TTL_PROBE: &str = r#"
+import errno, socket, struct, sys
+IP_TTL, IP_RECVERR, MSG_ERRQUEUE = 2, 11, 0x2000
+def probe(ttl):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, IP_TTL, ttl)
+    s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    s.settimeout(2)
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    s.send(b"ttl%d" % ttl)
+    try:
+        return "reply " + s.recv(512).decode()
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        if e.errno != errno.EHOSTUNREACH:
+            return "error %s" % e
+    _, anc, _, _ = s.recvmsg(512, 512, MSG_ERRQUEUE)
+    for level, kind, data in anc:
+        if level == socket.IPPROTO_IP and kind == IP_RECVERR:
+            _, _, icmp_type, icmp_code = struct.unpack_from("=IBBB", data)
+            # struct sock_extended_err (16 bytes), then the offender's sockaddr_in.
+            return "icmp %d/%d from %s" % (icmp_type, icmp_code, socket.inet_ntoa(data[20:24]))
+    return "no queued error"
+for ttl in (2, 3):
+    print(probe(ttl))
+"#;
+
+#[test]
+fn nat_ttl_runs_out_at_the_director_with_time_exceeded() {
+    let topo = Topology::with_gateway(3, Gateway::Director);
+    topo.start_udp_echo(5353);
+    let daemon = Daemon::start(&topo, &nat_config(&topo, "rr", [1, 1, 1], ""));
+    // cli → rtr (hop 1) → director (hop 2) → real server (hop 3).
+    let out = topo.exec_ok("cli", &["python3", "-c", TTL_PROBE, "203.0.113.10", "53"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(format!("icmp 11/0 from {}", common::DIRECTOR_IP).as_str()),
+        "TTL 2 must die at the director, which says so:\n{out}\n{}",
+        daemon.log()
+    );
+    assert!(
+        lines
+            .get(1)
+            .is_some_and(|l| l.starts_with("reply ") && l.ends_with(":ttl3")),
+        "TTL 3 reaches a real server and its reply comes back:\n{out}"
+    );
+    let d = rvs_json(&topo, &["services", "--json"])["drops"].clone();
+    assert_eq!(d["ttl_exceeded"].as_u64(), Some(1), "drops: {d}");
+}
