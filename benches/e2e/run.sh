@@ -65,6 +65,15 @@ GEN_CPU=0        # load generators, router, bridge, real servers
 DIR_CPU=1        # the director: rvs (taskset) or the kernel (RPS on its eth0)
 RVS_WORKERS="${RVS_WORKERS:-1}"
 export RVS_BUSY_POLL_US="${RVS_BUSY_POLL_US:-0}"
+# Opt-in: the guest's idle halt-polling window in ns for the duration of the
+# run (cpuidle-haltpoll's guest_halt_poll_ns; restored on exit). At 0, as on
+# this VM by default, every idle vCPU halts and each cross-core wake-up (RPS
+# IPI, a woken worker) waits for the host to run the vCPU again: the load
+# generator then falls into a slow mode at random (benches/README.md). Not a
+# network setting, but machine-wide while the bench runs: hence opt-in.
+HALT_POLL="/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+HALT_POLL_WAS=""
+export RVS_BENCH_HALT_POLL_NS="${RVS_BENCH_HALT_POLL_NS:-}"
 VIP=203.0.113.10
 PFX="rvsb$$-"
 TMP=$(mktemp -d /tmp/rvs-bench.XXXXXX)
@@ -89,6 +98,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     teardown
+    if [ -n "$HALT_POLL_WAS" ]; then echo "$HALT_POLL_WAS" > "$HALT_POLL" || true; fi
     if { [ "$rc" != 0 ] || [ -n "${KEEP_TMP:-}" ]; } && [ -d "$TMP" ]; then
         log "rc=$rc; logs kept in $TMP"
     else
@@ -98,6 +108,11 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+if [ -n "$RVS_BENCH_HALT_POLL_NS" ]; then
+    [ -w "$HALT_POLL" ] || { echo "RVS_BENCH_HALT_POLL_NS: no $HALT_POLL (not a cpuidle-haltpoll guest)" >&2; exit 2; }
+    HALT_POLL_WAS=$(cat "$HALT_POLL")
+    echo "$RVS_BENCH_HALT_POLL_NS" > "$HALT_POLL"
+fi
 
 nsx() { local h="$1"; shift; ip netns exec "$PFX$h" "$@"; }
 ipn() { local h="$1"; shift; ip -n "$PFX$h" "$@"; }
@@ -528,6 +543,7 @@ L = []
 cmd = ("benches/e2e/run.sh " + args).strip()
 L.append(f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}, commit {commit}, `{cmd}`, "
          f"{runs} run(s) per scenario, medians; {dur} s loads; ab -n {abn}; rvs workers = {workers}, busy_poll_us = {os.environ.get('RVS_BUSY_POLL_US', '0')}; "
+         f"guest halt-poll {os.environ.get('RVS_BENCH_HALT_POLL_NS') or 'unchanged'} ns; "
          f"kernel {platform.release()}, {os.cpu_count()} CPUs; load average at start {load}; {elapsed} s in all.")
 L.append("")
 L.append("| scenario | delivered kpps | loss | director core µs/packet | core-1 busy | conn/s (wrk -c 32) | core-1 busy | p50 latency µs (ab -c 1) | core-1 busy | 1 TCP stream Gbit/s | core-1 busy |")
