@@ -26,6 +26,7 @@ use crate::core::counters::{DropCounters, DropReason};
 use crate::core::hash::{FastBuild, FastMap};
 use crate::core::host::{Hop, HostView};
 use crate::core::lock::{ShardGuard, ShardLock};
+use crate::core::ratelimit::RateLimit;
 use crate::core::sched::ServerLoad;
 use crate::core::service::{Registry, RuntimeState, Service, ServiceKey, Snapshot};
 use crate::core::tcp_state::{Direction, TcpState};
@@ -141,6 +142,8 @@ pub struct Director {
     hasher: FastBuild,
     base: Instant,
     last_sweep_ms: AtomicU64,
+    /// ICMP errors the director makes up itself.
+    icmp_limit: RateLimit,
 }
 
 /// How long a reclaimed reset flow is remembered (IPVS's TCP CLOSE timeout).
@@ -232,6 +235,7 @@ impl Director {
             hasher,
             base: now,
             last_sweep_ms: AtomicU64::new(0),
+            icmp_limit: RateLimit::icmp(),
         }
     }
 
@@ -449,13 +453,13 @@ impl Director {
         };
         if let Some(svc) = snap.service(protocol, l4.dst) {
             if ttl <= 1 {
-                return self.time_exceeded(snap, f, ip_off);
+                return self.time_exceeded(snap, now, f, ip_off);
             }
             return self.inbound(snap, now, f, svc, &l4);
         }
         if snap.is_nat_real(protocol, l4.src) && !snap.host.is_local(dst_ip) {
             if ttl <= 1 {
-                return self.time_exceeded(snap, f, ip_off);
+                return self.time_exceeded(snap, now, f, ip_off);
             }
             return self.nat_reply(snap, now, f, &l4);
         }
@@ -664,7 +668,7 @@ impl Director {
                 c.expires = now + Self::timeout_of(snap, c);
                 let conn = *c;
                 drop(shard);
-                return self.forward_in(snap, f, &conn, l4);
+                return self.forward_in(snap, now, f, &conn, l4);
             }
         }
 
@@ -693,7 +697,7 @@ impl Director {
             drop(shard);
             self.entries.fetch_sub(1, Ordering::Relaxed);
             self.drops.add(DropReason::NoRealServer);
-            return self.refuse(snap, f, l4);
+            return self.refuse(snap, now, f, l4);
         };
         let real = if idx == usize::MAX {
             match svc.sorry.as_ref() {
@@ -748,7 +752,7 @@ impl Director {
         // Counted by reserve_entry.
         shard.insert_hashed(conn, h_in, h_reply);
         drop(shard);
-        self.forward_in(snap, f, &conn, l4)
+        self.forward_in(snap, now, f, &conn, l4)
     }
 
     /// Counts one more entry if the table has room; when it is full, first
@@ -865,7 +869,14 @@ impl Director {
         transmit(f, hop)
     }
 
-    fn forward_in(&self, snap: &Snapshot, f: &mut Frame<'_>, c: &Conn, l4: &L4) -> Verdict {
+    fn forward_in(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        f: &mut Frame<'_>,
+        c: &Conn,
+        l4: &L4,
+    ) -> Verdict {
         if let Some(r) = snap.real(c.real) {
             r.in_pkts.add(1);
             r.in_bytes.add(l4.ip_len as u64);
@@ -892,15 +903,17 @@ impl Director {
                     },
                 )
             }
-            Method::Tun => self.encapsulate(snap, f, l4.ip, l4.ip_len, rip, hop),
+            Method::Tun => self.encapsulate(snap, now, f, l4.ip, l4.ip_len, rip, hop),
         }
     }
 
     /// VS/TUN: wraps the IP packet at `ip` in an outer IPv4 header toward
     /// `rip`, in place (the Ethernet header moves into the headroom).
+    #[allow(clippy::too_many_arguments)]
     fn encapsulate(
         &self,
         snap: &Snapshot,
+        now: u64,
         f: &mut Frame<'_>,
         ip: usize,
         ip_len: usize,
@@ -925,6 +938,7 @@ impl Director {
                 let next_mtu = u16::try_from(mtu - IPV4_LEN).unwrap_or(576);
                 return self.icmp_error(
                     snap,
+                    now,
                     f,
                     ip,
                     Icmpv4Message::DstUnreachable,
@@ -993,13 +1007,14 @@ impl Director {
 
     /// The "no server" answer: a RST from the VIP for TCP (every stack
     /// fails the connect at once), ICMP port unreachable for UDP.
-    fn refuse(&self, snap: &Snapshot, f: &mut Frame<'_>, l4: &L4) -> Verdict {
+    fn refuse(&self, snap: &Snapshot, now: u64, f: &mut Frame<'_>, l4: &L4) -> Verdict {
         match l4.protocol {
             Protocol::Tcp => self.reset_reply(f, l4),
             Protocol::Udp => {
                 let src = *l4.dst.ip();
                 self.icmp_error(
                     snap,
+                    now,
                     f,
                     l4.ip,
                     Icmpv4Message::DstUnreachable,
@@ -1085,15 +1100,16 @@ impl Director {
     /// connection table: a dropped packet changes no flow's state.
     #[cold]
     #[inline(never)]
-    fn time_exceeded(&self, snap: &Snapshot, f: &mut Frame<'_>, ip: usize) -> Verdict {
+    fn time_exceeded(&self, snap: &Snapshot, now: u64, f: &mut Frame<'_>, ip: usize) -> Verdict {
         self.drops.add(DropReason::TtlExceeded);
-        self.icmp_error(snap, f, ip, Icmpv4Message::TimeExceeded, 0, 0, None)
+        self.icmp_error(snap, now, f, ip, Icmpv4Message::TimeExceeded, 0, 0, None)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn icmp_error(
         &self,
         snap: &Snapshot,
+        now: u64,
         f: &mut Frame<'_>,
         ip: usize,
         msg: Icmpv4Message,
@@ -1101,6 +1117,9 @@ impl Director {
         next_mtu: u16,
         src: Option<Ipv4Addr>,
     ) -> Verdict {
+        if !self.icmp_limit.allow(now) {
+            return Verdict::Drop(DropReason::IcmpLimited);
+        }
         let (orig_src, quote_len) = {
             let p = Ipv4Packet::new_unchecked(&f.buf[ip..f.start + f.len]);
             let q = (usize::from(p.header_len()) + 8).min(usize::from(p.total_len()));
@@ -1247,7 +1266,7 @@ impl Director {
                         },
                     )
                 }
-                Method::Tun => self.encapsulate(snap, f, ip_off, ip_len, rip, hop),
+                Method::Tun => self.encapsulate(snap, now, f, ip_off, ip_len, rip, hop),
             };
         }
         // (b) From a NAT real server about a client's packet: back to the client.

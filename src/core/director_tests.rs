@@ -2189,3 +2189,31 @@ fn a_packet_whose_ttl_runs_out_gets_time_exceeded_and_no_entry() {
     assert_eq!(out, want);
     assert_eq!(d.drops().get(DropReason::TtlExceeded), 4);
 }
+
+#[test]
+fn icmp_errors_are_limited_like_the_kernels() {
+    let t0 = Instant::now();
+    let d = director(base_config(), t0);
+    let frame = |port: u16| with_ttl(&syn(sa(CLIENT, port), sa(VIP_NAT, 80)), 1);
+    let answered = (0..60u16)
+        .filter(|&k| matches!(verdict(&d, t0, &frame(44000 + k)), Verdict::Transmit(_)))
+        .count();
+    assert_eq!(answered, 50, "a burst of 50");
+    assert_eq!(d.drops().get(DropReason::IcmpLimited), 10);
+    assert_eq!(
+        d.drops().get(DropReason::TtlExceeded),
+        60,
+        "each still counted"
+    );
+    // 1000 a second: 20 ms later, 20 more.
+    let t1 = t0 + Duration::from_millis(20);
+    let later = (0..40u16)
+        .filter(|&k| matches!(verdict(&d, t1, &frame(45000 + k)), Verdict::Transmit(_)))
+        .count();
+    assert_eq!(later, 20);
+    // Forwarding never waits on the limit.
+    assert!(matches!(
+        verdict(&d, t1, &syn(sa(CLIENT, 46000), sa(VIP_NAT, 80))),
+        Verdict::Transmit(_)
+    ));
+}

@@ -12,6 +12,7 @@ pub mod director;
 pub mod hash;
 pub mod host;
 pub mod lock;
+pub mod ratelimit;
 pub mod sched;
 pub mod service;
 pub mod tcp_state;
