@@ -280,8 +280,11 @@ const CHECK_TYPED_KEYS: &[(&str, &str)] = &[
 ];
 /// In the order DESIGN.md lists them.
 const SCHEDULERS: &[&str] = &["lc", "wlc", "rr", "wrr", "sh", "mh", "sed", "nq"];
-/// `daemon.max_connections` upper bound: 2^31 entries.
-const MAX_TABLE: i64 = 1 << 31;
+/// `daemon.max_connections` upper bound: 2^30 entries (~110 GB of table).
+/// A shard's slots are the live entries plus reset tombstones, at most
+/// twice this, so slot indexes stay below 2^31 (the connection table keeps
+/// the protocol in an index entry's top bit).
+const MAX_TABLE: i64 = 1 << 30;
 /// `daemon.busy_poll_us` upper bound: beyond 10 ms a worker would spin
 /// through idle periods instead of bridging the gaps between packets.
 const MAX_BUSY_POLL_US: u32 = 10_000;
@@ -707,7 +710,7 @@ impl<'a> Cx<'a> {
             interfaces: interfaces?,
             control_socket: or(control_socket, defaults.control_socket)?,
             metrics_address: metrics_address.ok()?,
-            // MAX_TABLE is 2^31, below u32::MAX.
+            // MAX_TABLE is 2^30, below u32::MAX.
             max_connections: or(max_connections.map(|o| o.map(|(n, _)| n as u32)), 1_000_000)?,
             workers: or(workers.map(|o| o.map(|(n, _)| n)), defaults.workers)?,
             sloppy_tcp: or(sloppy_tcp, defaults.sloppy_tcp)?,

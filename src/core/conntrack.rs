@@ -35,8 +35,9 @@ pub struct FlowKey {
 }
 
 /// An index entry: a [`FlowKey`] and its slot in 16 bytes, the protocol in
-/// the slot's top bit (a shard holds at most `max_connections` ≤ 2^31
-/// slots, so indexes stay below 2^31).
+/// the slot's top bit: a shard holds at most its live entries plus reset
+/// tombstones, each at most `max_connections` ≤ 2^30, so indexes stay
+/// below 2^31.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     addrs: u64,
@@ -248,6 +249,8 @@ impl Shard {
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
             }
         };
+        debug_assert!(slot < UDP_TAG, "slot {slot} would carry the protocol bit");
+        debug_assert_eq!(h_in, self.hash(&conn.in_key()));
         let hasher = self.hasher;
         let rehash = move |e: &Entry| hasher.hash_one(e.key());
         self.index

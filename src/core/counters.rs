@@ -39,7 +39,7 @@ reasons! {
     RealServerReset => "real_server_reset", "The flow's real server was removed or went down with the reset policy.";
     NoRoute => "no_route", "No route to the destination of a forwarded packet.";
     TtlExceeded => "ttl_exceeded", "A packet to forward arrived with TTL 1 or 0 (ICMP time exceeded sent to its source).";
-    IcmpLimited => "icmp_limited", "An ICMP error rvs would have sent (time exceeded, port unreachable, fragmentation needed) was not: over 1000 a second, bursts of 50, the kernel's global ICMP limit. The packet that earned it also counts under its own reason where it has one.";
+    IcmpSuppressed => "icmp_suppressed", "An ICMP error rvs would have sent (time exceeded, port unreachable, fragmentation needed) was not: over 1000 a second, bursts of 50 (the kernel's global ICMP limit), or to a source that may not get one (0.0.0.0, broadcast, multicast, loopback, or a link-layer broadcast frame; RFC 1812 4.3.2.7). The packet that earned it also counts under its own reason where it has one.";
     TooBig => "too_big", "The packet exceeds the egress MTU (ICMP fragmentation needed sent when DF is set).";
     GsoUnsupported => "gso_unsupported", "A GSO super-frame that the method cannot forward whole (TUN).";
     IcmpUnmatched => "icmp_unmatched", "An ICMP error to a VIP or from a real server that quotes no known flow.";

@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,8 @@ pub struct Director {
     last_sweep_ms: AtomicU64,
     /// ICMP errors the director makes up itself.
     icmp_limit: RateLimit,
+    /// Identification of outer TUN headers without DF.
+    ip_id: AtomicU32,
 }
 
 /// How long a reclaimed reset flow is remembered (IPVS's TCP CLOSE timeout).
@@ -236,6 +238,7 @@ impl Director {
             base: now,
             last_sweep_ms: AtomicU64::new(0),
             icmp_limit: RateLimit::icmp(),
+            ip_id: AtomicU32::new(0),
         }
     }
 
@@ -933,7 +936,9 @@ impl Director {
         let mtu = usize::from(iface.mtu);
         let df = f.buf[ip + 6] & 0x40 != 0;
         if ip_len + IPV4_LEN > mtu {
-            if df {
+            // No ICMP error about an ICMP error (RFC 1122 § 3.2.2): a relayed
+            // one that does not fit is dropped.
+            if df && f.buf[ip + 9] != u8::from(IpProtocol::Icmp) {
                 // RFC 1191: tell the client the MTU left after our header.
                 let next_mtu = u16::try_from(mtu - IPV4_LEN).unwrap_or(576);
                 return self.icmp_error(
@@ -974,13 +979,23 @@ impl Director {
         let [len_hi, len_lo] = u16::try_from(total).unwrap_or(u16::MAX).to_be_bytes();
         let [s0, s1, s2, s3] = src.octets();
         let [d0, d1, d2, d3] = rip.octets();
+        // A fragmentable outer packet needs an identification that differs
+        // from its neighbours' (RFC 6864 § 4.1); with DF it may be 0. Linux
+        // TCP always sets DF, so the shared counter is rarely touched.
+        let [id_hi, id_lo] = if df {
+            [0, 0]
+        } else {
+            #[allow(clippy::cast_possible_truncation)]
+            let id = self.ip_id.fetch_add(1, Ordering::Relaxed) as u16;
+            id.to_be_bytes()
+        };
         let mut outer: [u8; IPV4_LEN] = [
             0x45,
             tos,
             len_hi,
             len_lo,
-            0,
-            0,
+            id_hi,
+            id_lo,
             if df { 0x40 } else { 0 },
             0,
             64,
@@ -1117,9 +1132,6 @@ impl Director {
         next_mtu: u16,
         src: Option<Ipv4Addr>,
     ) -> Verdict {
-        if !self.icmp_limit.allow(now) {
-            return Verdict::Drop(DropReason::IcmpLimited);
-        }
         let (orig_src, quote_len) = {
             let p = Ipv4Packet::new_unchecked(&f.buf[ip..f.start + f.len]);
             let q = (usize::from(p.header_len()) + 8).min(usize::from(p.total_len()));
@@ -1132,7 +1144,19 @@ impl Director {
         if ip + total > f.buf.len() {
             return Verdict::Drop(DropReason::Malformed);
         }
-        let src_mac = EthernetFrame::new_unchecked(&f.buf[f.start..f.start + ETH_LEN]).src_addr();
+        let eth = EthernetFrame::new_unchecked(&f.buf[f.start..f.start + ETH_LEN]);
+        let (src_mac, dst_mac) = (eth.src_addr(), eth.dst_addr());
+        // RFC 1812 § 4.3.2.7: no error to a source that names no one host,
+        // nor about a frame sent to everyone on the link.
+        let martian = orig_src.is_unspecified()
+            || orig_src.is_broadcast()
+            || orig_src.is_multicast()
+            || orig_src.is_loopback()
+            || !dst_mac.is_unicast();
+        // The token is taken last, so only answers that would go out spend it.
+        if martian || !self.icmp_limit.allow(now) {
+            return Verdict::Drop(DropReason::IcmpSuppressed);
+        }
         f.buf.copy_within(ip..ip + quote_len, ip + IPV4_LEN + 8);
         {
             let mut icmp = Icmpv4Packet::new_unchecked(&mut f.buf[ip + IPV4_LEN..ip + total]);

@@ -2199,7 +2199,7 @@ fn icmp_errors_are_limited_like_the_kernels() {
         .filter(|&k| matches!(verdict(&d, t0, &frame(44000 + k)), Verdict::Transmit(_)))
         .count();
     assert_eq!(answered, 50, "a burst of 50");
-    assert_eq!(d.drops().get(DropReason::IcmpLimited), 10);
+    assert_eq!(d.drops().get(DropReason::IcmpSuppressed), 10);
     assert_eq!(
         d.drops().get(DropReason::TtlExceeded),
         60,
@@ -2216,4 +2216,60 @@ fn icmp_errors_are_limited_like_the_kernels() {
         verdict(&d, t1, &syn(sa(CLIENT, 46000), sa(VIP_NAT, 80))),
         Verdict::Transmit(_)
     ));
+}
+
+#[test]
+fn tun_outer_headers_without_df_get_distinct_identifications() {
+    let t0 = Instant::now();
+    let d = director(base_config(), t0);
+    let vip = sa(VIP_TUN, 80);
+    let ids: Vec<u16> = (0..3u16)
+        .map(|k| {
+            let t = tcp(sa(CLIENT, 47000 + k), vip, tf::SYN, 1000, 0, 64240, &[]);
+            let inner = ipv4(CLIENT, VIP_TUN, IpProtocol::Tcp, false, &t);
+            let (v, out) = run(&d, t0, &eth(IF_MAC, CLIENT_MAC, 0x0800, &inner));
+            assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+            assert_well_formed(&out, "tun without DF");
+            u16::from_be_bytes([out[14 + 4], out[14 + 5]])
+        })
+        .collect();
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "{ids:?}"
+    );
+}
+
+#[test]
+fn no_icmp_error_to_a_source_that_names_no_host() {
+    let t0 = Instant::now();
+    let d = director(base_config(), t0);
+    let vip = sa(VIP_NAT, 80);
+    for src in [
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::new(224, 0, 0, 1),
+        Ipv4Addr::new(127, 0, 0, 1),
+    ] {
+        let frame = with_ttl(
+            &eth(
+                IF_MAC,
+                CLIENT_MAC,
+                0x0800,
+                &tcp_ip(sa(src, 48000), vip, tf::SYN, 1, 0, &[]),
+            ),
+            1,
+        );
+        assert_eq!(
+            verdict(&d, t0, &frame),
+            Verdict::Drop(DropReason::IcmpSuppressed),
+            "{src}"
+        );
+    }
+    // Nor about a frame sent to the link's broadcast address.
+    let mut frame = with_ttl(&syn(sa(CLIENT, 48001), vip), 1);
+    frame[..6].copy_from_slice(&[0xff; 6]);
+    assert_eq!(
+        verdict(&d, t0, &frame),
+        Verdict::Drop(DropReason::IcmpSuppressed)
+    );
+    assert_eq!(d.drops().get(DropReason::TtlExceeded), 4);
 }

@@ -17,8 +17,9 @@ pub struct RateLimit {
     per_sec: u32,
     burst: u32,
     tokens: AtomicU32,
-    /// The clock (ms) up to which refills have been granted.
-    refilled_ms: AtomicU64,
+    /// Refills granted so far, in thousandths of a token (the clock in ms
+    /// times `per_sec`), so every refill is exact whatever the rate.
+    refilled: AtomicU64,
 }
 
 impl RateLimit {
@@ -28,7 +29,7 @@ impl RateLimit {
             per_sec,
             burst,
             tokens: AtomicU32::new(burst),
-            refilled_ms: AtomicU64::new(0),
+            refilled: AtomicU64::new(0),
         }
     }
 
@@ -39,22 +40,22 @@ impl RateLimit {
 
     /// Takes one token at `now_ms` if there is one.
     pub fn allow(&self, now_ms: u64) -> bool {
-        let last = self.refilled_ms.load(Ordering::Relaxed);
-        if now_ms > last {
-            let earned = (now_ms - last).saturating_mul(u64::from(self.per_sec)) / 1000;
-            // The mark moves by the time the whole tokens took, so the
-            // fraction of the next one is kept and slow rates stay exact;
-            // more than a full bucket's worth just catches up with now.
+        let due = now_ms.saturating_mul(u64::from(self.per_sec));
+        let last = self.refilled.load(Ordering::Relaxed);
+        let earned = due.saturating_sub(last) / 1000;
+        if earned > 0 {
+            // Whole tokens move the mark by exactly their share, keeping the
+            // fraction of the next one; more than a bucket's worth just
+            // catches up (the bucket is full either way).
             let mark = if earned > u64::from(self.burst) {
-                now_ms
+                due
             } else {
-                last + earned * 1000 / u64::from(self.per_sec.max(1))
+                last + earned * 1000
             };
-            if earned > 0
-                && self
-                    .refilled_ms
-                    .compare_exchange(last, mark, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
+            if self
+                .refilled
+                .compare_exchange(last, mark, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
             {
                 let earned = u32::try_from(earned).unwrap_or(u32::MAX);
                 let burst = self.burst;
@@ -99,6 +100,23 @@ mod tests {
         assert!(l.allow(1_000));
         let granted = (1..=100u64).filter(|k| l.allow(1_000 + 30 * k)).count();
         assert_eq!(granted, 30, "3000 ms at 10/s");
+    }
+
+    #[test]
+    fn rates_that_do_not_divide_a_second_are_exact() {
+        for per_sec in [1500u32, 700, 3] {
+            let l = RateLimit::new(per_sec, 3);
+            // Asked three times a millisecond for 10 s: the burst, then
+            // every token as it is earned.
+            let granted: usize = (0..=10_000u64)
+                .map(|ms| (0..3).filter(|_| l.allow(ms)).count())
+                .sum();
+            let want = 3 + per_sec as usize * 10;
+            assert!(
+                granted.abs_diff(want) <= 1,
+                "{per_sec}/s: {granted} in 10 s, want {want}"
+            );
+        }
     }
 
     #[test]

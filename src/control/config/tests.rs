@@ -717,19 +717,30 @@ fn connection_limits() {
             .unwrap_err()
         ),
         [
-            "rvs.toml:3:19: error: `max_connections` must be between 1 and 2147483648, found 0",
+            "rvs.toml:3:19: error: `max_connections` must be between 1 and 1073741824, found 0",
             "rvs.toml:4:8: error: `seed` must be between 0 and 9223372036854775807, found -1",
         ]
     );
     let (config, _) = run(
-        "[daemon]\ninterfaces = [\"eth0\"]\nmax_connections = 2147483648\nworkers = 256\nsloppy_tcp = true\nseed = 42\n",
+        "[daemon]\ninterfaces = [\"eth0\"]\nmax_connections = 1073741824\nworkers = 256\nsloppy_tcp = true\nseed = 42\n",
         None,
     )
     .unwrap();
     let d = &config.daemon;
     assert_eq!(
         (d.max_connections, d.workers, d.sloppy_tcp, d.seed),
-        (1 << 31, 256, true, 42)
+        (1 << 30, 256, true, 42)
+    );
+    // One more is refused: slot indexes must stay below 2^31.
+    let err = run(
+        "[daemon]\ninterfaces = [\"eth0\"]\nmax_connections = 1073741825\n",
+        None,
+    )
+    .unwrap_err();
+    let err = lines(&err);
+    assert!(
+        err.iter().any(|e| e.contains("between 1 and 1073741824")),
+        "{err:?}"
     );
 }
 
