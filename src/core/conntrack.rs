@@ -7,13 +7,12 @@
 //! stores; the director decides what an entry means (state, counts,
 //! templates).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
-
-use crate::core::config::{Method, Protocol};
 use std::hash::BuildHasher;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use hashbrown::HashTable;
 
+use crate::core::config::{Method, Protocol};
 use crate::core::hash::FastBuild;
 
 /// Index of a real server in the director's registry; stable for the life
@@ -267,19 +266,17 @@ impl Shard {
         s.live = false;
         let conn = s.conn;
         let key = conn.in_key();
-        if let Ok(e) = self
-            .index
-            .find_entry(self.hasher.hash_one(key), |e| e.is(&key))
-        {
+        if let Ok(e) = self.index.find_entry(self.hash(&key), |e| e.is(&key)) {
             e.remove();
         }
         if conn.has_reply_index() {
             // Only our own reply entry: a refused duplicate never got one,
             // and another slot's must stay.
             let key = conn.reply_key();
-            if let Ok(e) = self.reply.find_entry(self.hasher.hash_one(key), |e| {
-                e.is(&key) && e.slot() == slot
-            }) {
+            if let Ok(e) = self
+                .reply
+                .find_entry(self.hash(&key), |e| e.is(&key) && e.slot() == slot)
+            {
                 e.remove();
             }
         }

@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,28 @@ thread_local! {
     /// The last (now, base) converted to milliseconds on this thread.
     static CLOCK: std::cell::Cell<(Option<Instant>, Option<Instant>, u64)> =
         const { std::cell::Cell::new((None, None, 0)) };
+    /// The next identification of a TUN outer header without DF. Per
+    /// thread, so workers share no counter line; each starts at a random
+    /// point, so their sequences rarely meet.
+    static IP_ID: std::cell::Cell<u16> = std::cell::Cell::new({
+        #[allow(clippy::cast_possible_truncation)]
+        let start = crate::core::hash::random_key() as u16;
+        start
+    });
+}
+
+/// The identification [`next_ip_id`] gives next on this thread.
+#[cfg(test)]
+pub(crate) fn peek_ip_id() -> u16 {
+    IP_ID.with(std::cell::Cell::get)
+}
+
+fn next_ip_id() -> u16 {
+    IP_ID.with(|c| {
+        let id = c.get();
+        c.set(id.wrapping_add(1));
+        id
+    })
 }
 
 /// The sans-IO director. See the module docs.
@@ -144,8 +166,6 @@ pub struct Director {
     last_sweep_ms: AtomicU64,
     /// ICMP errors the director makes up itself.
     icmp_limit: RateLimit,
-    /// Identification of outer TUN headers without DF.
-    ip_id: AtomicU32,
 }
 
 /// How long a reclaimed reset flow is remembered (IPVS's TCP CLOSE timeout).
@@ -238,7 +258,6 @@ impl Director {
             base: now,
             last_sweep_ms: AtomicU64::new(0),
             icmp_limit: RateLimit::icmp(),
-            ip_id: AtomicU32::new(0),
         }
     }
 
@@ -454,19 +473,19 @@ impl Director {
             ip_len,
             tcp_flags,
         };
-        if let Some(svc) = snap.service(protocol, l4.dst) {
-            if ttl <= 1 {
-                return self.time_exceeded(snap, now, f, ip_off);
-            }
-            return self.inbound(snap, now, f, svc, &l4);
+        let svc = snap.service(protocol, l4.dst);
+        let reply = || snap.is_nat_real(protocol, l4.src) && !snap.host.is_local(dst_ip);
+        if svc.is_none() && !reply() {
+            return ours(DropReason::NoService);
         }
-        if snap.is_nat_real(protocol, l4.src) && !snap.host.is_local(dst_ip) {
-            if ttl <= 1 {
-                return self.time_exceeded(snap, now, f, ip_off);
-            }
-            return self.nat_reply(snap, now, f, &l4);
+        // Ours to forward, one way or the other.
+        if ttl <= 1 {
+            return self.time_exceeded(snap, now, f, ip_off);
         }
-        ours(DropReason::NoService)
+        match svc {
+            Some(svc) => self.inbound(snap, now, f, svc, &l4),
+            None => self.nat_reply(snap, now, f, &l4),
+        }
     }
 
     // ---- connection bookkeeping -------------------------------------------------
@@ -868,8 +887,7 @@ impl Director {
         };
         let partial = f.offload.needs_csum;
         rewrite_l4(f.buf, l4, partial, Endpoint::Src, conn.vaddr);
-        decrement_ttl(f.buf, l4.ip);
-        transmit(f, hop)
+        forward(f, l4.ip, hop)
     }
 
     fn forward_in(
@@ -893,19 +911,16 @@ impl Director {
             Method::Nat => {
                 let partial = f.offload.needs_csum;
                 rewrite_l4(f.buf, l4, partial, Endpoint::Dst, c.raddr);
-                decrement_ttl(f.buf, l4.ip);
-                transmit(f, hop)
+                forward(f, l4.ip, hop)
             }
-            Method::Dr => {
-                decrement_ttl(f.buf, l4.ip);
-                transmit(
-                    f,
-                    Hop {
-                        ifindex: hop.ifindex,
-                        next_hop: rip,
-                    },
-                )
-            }
+            Method::Dr => forward(
+                f,
+                l4.ip,
+                Hop {
+                    ifindex: hop.ifindex,
+                    next_hop: rip,
+                },
+            ),
             Method::Tun => self.encapsulate(snap, now, f, l4.ip, l4.ip_len, rip, hop),
         }
     }
@@ -936,9 +951,7 @@ impl Director {
         let mtu = usize::from(iface.mtu);
         let df = f.buf[ip + 6] & 0x40 != 0;
         if ip_len + IPV4_LEN > mtu {
-            // No ICMP error about an ICMP error (RFC 1122 § 3.2.2): a relayed
-            // one that does not fit is dropped.
-            if df && f.buf[ip + 9] != u8::from(IpProtocol::Icmp) {
+            if df {
                 // RFC 1191: tell the client the MTU left after our header.
                 let next_mtu = u16::try_from(mtu - IPV4_LEN).unwrap_or(576);
                 return self.icmp_error(
@@ -957,17 +970,14 @@ impl Director {
         if f.start < IPV4_LEN {
             return Verdict::Drop(DropReason::TooBig);
         }
-        let Some(&(src, _)) = iface.addrs.first() else {
+        let Some(src) = iface.source_addr() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         // After the MTU checks: a "fragmentation needed" quotes the packet
         // as it arrived.
         decrement_ttl(f.buf, ip);
         let new_start = f.start - IPV4_LEN;
-        // Through a fixed-size copy: `copy_within` is a call to memmove.
-        let mut eth = [0u8; ETH_LEN];
-        eth.copy_from_slice(&f.buf[f.start..f.start + ETH_LEN]);
-        f.buf[new_start..new_start + ETH_LEN].copy_from_slice(&eth);
+        f.buf.copy_within(f.start..f.start + ETH_LEN, new_start);
         let outer_off = new_start + ETH_LEN;
         let total = ip_len + IPV4_LEN;
         // RFC 2003 § 3.1: the outer TOS is the inner one; ECN as Linux's
@@ -980,14 +990,11 @@ impl Director {
         let [s0, s1, s2, s3] = src.octets();
         let [d0, d1, d2, d3] = rip.octets();
         // A fragmentable outer packet needs an identification that differs
-        // from its neighbours' (RFC 6864 § 4.1); with DF it may be 0. Linux
-        // TCP always sets DF, so the shared counter is rarely touched.
+        // from its neighbours' (RFC 6864 § 4.1); with DF it may be 0.
         let [id_hi, id_lo] = if df {
             [0, 0]
         } else {
-            #[allow(clippy::cast_possible_truncation)]
-            let id = self.ip_id.fetch_add(1, Ordering::Relaxed) as u16;
-            id.to_be_bytes()
+            next_ip_id().to_be_bytes()
         };
         let mut outer: [u8; IPV4_LEN] = [
             0x45,
@@ -1105,9 +1112,6 @@ impl Director {
         })
     }
 
-    /// Answers the sender of the packet at `ip` with an ICMP destination
-    /// unreachable (RFC 792) quoting its header and first 8 bytes, built in
-    /// place and sent back to the frame's source MAC.
     /// A packet we would forward whose TTL runs out here: ICMP time
     /// exceeded to its source from this interface's address, as a router
     /// (and IPVS's `decrement_ttl`) does, so a routing loop through the
@@ -1120,6 +1124,10 @@ impl Director {
         self.icmp_error(snap, now, f, ip, Icmpv4Message::TimeExceeded, 0, 0, None)
     }
 
+    /// Answers the sender of the packet at `ip` with the ICMP error `msg`
+    /// / `code` (RFC 792) quoting its header and first 8 bytes, built in
+    /// place and sent back to the frame's source MAC — unless the answer
+    /// is suppressed (see the checks below, and the rate limit).
     #[allow(clippy::too_many_arguments)]
     fn icmp_error(
         &self,
@@ -1147,8 +1155,10 @@ impl Director {
         let eth = EthernetFrame::new_unchecked(&f.buf[f.start..f.start + ETH_LEN]);
         let (src_mac, dst_mac) = (eth.src_addr(), eth.dst_addr());
         // RFC 1812 § 4.3.2.7: no error to a source that names no one host,
-        // nor about a frame sent to everyone on the link.
-        let martian = orig_src.is_unspecified()
+        // nor about a frame sent to everyone on the link; RFC 1122 § 3.2.2:
+        // none about an ICMP error (the only ICMP rvs forwards).
+        let martian = f.buf[ip + 9] == u8::from(IpProtocol::Icmp)
+            || orig_src.is_unspecified()
             || orig_src.is_broadcast()
             || orig_src.is_multicast()
             || orig_src.is_loopback()
@@ -1277,19 +1287,16 @@ impl Director {
                         c.raddr,
                         Endpoint::Src,
                     );
-                    decrement_ttl(f.buf, ip_off);
-                    transmit(f, hop)
+                    forward(f, ip_off, hop)
                 }
-                Method::Dr => {
-                    decrement_ttl(f.buf, ip_off);
-                    transmit(
-                        f,
-                        Hop {
-                            ifindex: hop.ifindex,
-                            next_hop: rip,
-                        },
-                    )
-                }
+                Method::Dr => forward(
+                    f,
+                    ip_off,
+                    Hop {
+                        ifindex: hop.ifindex,
+                        next_hop: rip,
+                    },
+                ),
                 Method::Tun => self.encapsulate(snap, now, f, ip_off, ip_len, rip, hop),
             };
         }
@@ -1319,8 +1326,7 @@ impl Director {
                 c.vaddr,
                 Endpoint::Dst,
             );
-            decrement_ttl(f.buf, ip_off);
-            return transmit(f, hop);
+            return forward(f, ip_off, hop);
         }
         ours(DropReason::IcmpUnmatched)
     }
@@ -1480,8 +1486,16 @@ fn complete_checksum(f: &mut Frame<'_>) {
     f.offload.needs_csum = false;
 }
 
-/// One hop less for the IPv4 packet at `ip` (its TTL is above 1), with
-/// the header checksum updated in place.
+/// Sends on a packet the director forwards (not one it makes up): one hop
+/// less for the IPv4 packet at `ip`, whose TTL was checked to be above 1.
+#[inline(always)]
+fn forward(f: &mut Frame<'_>, ip: usize, hop: Hop) -> Verdict {
+    decrement_ttl(f.buf, ip);
+    transmit(f, hop)
+}
+
+/// One hop less for the IPv4 packet at `ip`, with the header checksum
+/// updated in place. TUN calls it on the inner header before wrapping it.
 #[inline(always)]
 fn decrement_ttl(buf: &mut [u8], ip: usize) {
     let Some(h) = buf

@@ -829,7 +829,12 @@ fn tun_table() {
             "SYN without DF → outer header without DF",
             eth(IF_MAC, CLIENT_MAC, 0x0800, &syn_nodf_c2),
             tun(&encap(&syn_nodf_c2, false)),
-            encap(&syn_nodf_c2, false),
+            // The first packet without DF on this thread: the outer header
+            // carries the thread's next identification.
+            with_ip_id(
+                &encap(&syn_nodf_c2, false),
+                crate::core::director::peek_ip_id(),
+            ),
         ),
         row(
             "1470 bytes + 20 = 1490 fits the 1500 MTU",
@@ -2121,6 +2126,15 @@ fn table_memory_per_entry() {
 }
 
 // ---- TTL ------------------------------------------------------------------------
+
+/// `frame` (Ethernet + IPv4) with its identification set to `id`.
+fn with_ip_id(frame: &[u8], id: u16) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let mut p = Ipv4Packet::new_unchecked(&mut out[14..]);
+    p.set_ident(id);
+    p.fill_checksum();
+    out
+}
 
 /// `frame` (Ethernet + IPv4) with its TTL set to `ttl`.
 fn with_ttl(frame: &[u8], ttl: u8) -> Vec<u8> {

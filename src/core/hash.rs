@@ -79,8 +79,7 @@ impl FastBuild {
 
     /// A key from the process's random state (std seeds it from the OS).
     pub fn random() -> FastBuild {
-        let key = std::collections::hash_map::RandomState::new().hash_one(0x0052_5653_u64);
-        FastBuild { key }
+        FastBuild { key: random_key() }
     }
 }
 
@@ -99,6 +98,12 @@ impl BuildHasher for FastBuild {
             key: self.key,
         }
     }
+}
+
+/// A per-process random word (std's `RandomState` keys), for [`FastBuild`]
+/// and [`WordMap`] seeds.
+pub fn random_key() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one(0x0052_5653_u64)
 }
 
 pub type FastMap<K, V> = std::collections::HashMap<K, V, FastBuild>;

@@ -18,6 +18,14 @@ pub struct Interface {
     pub addrs: Vec<(Ipv4Addr, u8)>,
 }
 
+impl Interface {
+    /// The primary address: the source of packets the director itself
+    /// originates here (TUN outer headers, ICMP errors).
+    pub fn source_addr(&self) -> Option<Ipv4Addr> {
+        self.addrs.first().map(|&(a, _)| a)
+    }
+}
+
 /// One IPv4 route (main table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -136,9 +144,7 @@ impl HostView {
     /// The source address for packets the director itself originates on
     /// `ifindex` (TUN outer headers, ICMP errors).
     pub fn source_addr(&self, ifindex: u32) -> Option<Ipv4Addr> {
-        self.interface(ifindex)
-            .and_then(|i| i.addrs.first())
-            .map(|&(a, _)| a)
+        self.interface(ifindex).and_then(Interface::source_addr)
     }
 }
 

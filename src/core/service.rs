@@ -15,26 +15,15 @@ use std::sync::Arc;
 use crate::core::config::{Config, ConnPolicy, Method, Persistence, Protocol, ServiceConfig};
 use crate::core::conntrack::RealId;
 use crate::core::counters::PerWorker;
-use crate::core::hash::{FastBuild, WordMap};
+use crate::core::hash::{random_key, WordMap};
 use crate::core::host::{HostView, RouteTable};
 use crate::core::sched::{self, Scheduler, ServerLoad, ServerSlot};
 
 /// (protocol, VIP, port): a virtual service's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
     pub protocol: Protocol,
     pub addr: SocketAddrV4,
-}
-
-impl std::hash::Hash for ServiceKey {
-    /// One word: looked up for every packet.
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(
-            u64::from(u32::from(*self.addr.ip())) << 24
-                | u64::from(self.addr.port()) << 8
-                | self.protocol as u64,
-        );
-    }
 }
 
 impl std::fmt::Display for ServiceKey {
@@ -428,7 +417,7 @@ impl Snapshot {
             }
         }
 
-        let key = std::hash::BuildHasher::hash_one(&FastBuild::random(), 0x5256_u64);
+        let key = random_key();
         let mut by_key = WordMap::new(key);
         let mut vips = WordMap::new(key);
         let mut nat_reals = WordMap::new(key);
