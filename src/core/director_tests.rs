@@ -375,13 +375,9 @@ fn drop_row(desc: &'static str, input: Vec<u8>, reason: DropReason) -> Row {
 /// checksum refreshed. The tables write expected frames as sent and pass
 /// forwarded ones (`dst_mac: None`) through this.
 fn hop(frame: &[u8]) -> Vec<u8> {
-    let mut out = frame.to_vec();
-    let tunnel = out[14 + 9] == 4 && out[14 + 12..14 + 16] == DIRECTOR_IP.octets();
+    let tunnel = frame[14 + 9] == 4 && frame[14 + 12..14 + 16] == DIRECTOR_IP.octets();
     let ip = if tunnel { 34 } else { 14 };
-    out[ip + 8] -= 1;
-    let mut p = Ipv4Packet::new_unchecked(&mut out[ip..]);
-    p.fill_checksum();
-    out
+    edit_ip(frame, ip, |p| p.set_hop_limit(p.hop_limit() - 1))
 }
 
 fn run_table(d: &Director, now: Instant, rows: &[Row]) {
@@ -2127,22 +2123,24 @@ fn table_memory_per_entry() {
 
 // ---- TTL ------------------------------------------------------------------------
 
-/// `frame` (Ethernet + IPv4) with its identification set to `id`.
-fn with_ip_id(frame: &[u8], id: u16) -> Vec<u8> {
+/// `frame` with the IPv4 header at `ip` changed by `change` and its
+/// checksum refreshed.
+fn edit_ip(frame: &[u8], ip: usize, change: impl FnOnce(&mut Ipv4Packet<&mut [u8]>)) -> Vec<u8> {
     let mut out = frame.to_vec();
-    let mut p = Ipv4Packet::new_unchecked(&mut out[14..]);
-    p.set_ident(id);
+    let mut p = Ipv4Packet::new_unchecked(&mut out[ip..]);
+    change(&mut p);
     p.fill_checksum();
     out
 }
 
+/// `frame` (Ethernet + IPv4) with its identification set to `id`.
+fn with_ip_id(frame: &[u8], id: u16) -> Vec<u8> {
+    edit_ip(frame, 14, |p| p.set_ident(id))
+}
+
 /// `frame` (Ethernet + IPv4) with its TTL set to `ttl`.
 fn with_ttl(frame: &[u8], ttl: u8) -> Vec<u8> {
-    let mut out = frame.to_vec();
-    let mut p = Ipv4Packet::new_unchecked(&mut out[14..]);
-    p.set_hop_limit(ttl);
-    p.fill_checksum();
-    out
+    edit_ip(frame, 14, |p| p.set_hop_limit(ttl))
 }
 
 fn time_exceeded(to: Ipv4Addr, to_mac: [u8; 6], quote: &[u8]) -> Vec<u8> {
