@@ -229,7 +229,12 @@ fn client(
     req: Request,
     print: impl FnOnce(&serde_json::Value) -> Result<(), cli::CliError>,
 ) -> ExitCode {
-    match cli::request(&socket_path(c), &req).and_then(|v| print(&v)) {
+    report(cli::request(&socket_path(c), &req).and_then(|v| print(&v)))
+}
+
+/// The exit code of a client command, its error printed.
+fn report(r: Result<(), cli::CliError>) -> ExitCode {
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         // "rvs is not running (…)" already names the program.
         Err(e @ cli::CliError::NotRunning { .. }) => {
@@ -259,9 +264,16 @@ fn main() -> ExitCode {
             client: c,
             service,
             json,
-        } => client(&c, Request::Conns { service }, |v| {
-            cli::print_conns(v, json)
-        }),
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            report(cli::conns(
+                &socket_path(&c),
+                &Request::Conns { service },
+                json,
+                &mut out,
+            ))
+        }
         Command::Services {
             client: c,
             stats,

@@ -21,21 +21,38 @@ pub enum CliError {
     Protocol(String),
 }
 
-/// Sends `req` to the daemon at `socket` and returns its answer (`ok`
-/// checked: a refusal becomes `CliError::Failed` with every error line).
-pub fn request(socket: &Path, req: &Request) -> Result<Value, CliError> {
+/// Connects to the daemon at `socket` and sends `req`; the answer is read
+/// from the returned reader.
+fn send(socket: &Path, req: &Request) -> Result<BufReader<UnixStream>, CliError> {
     let mut s = UnixStream::connect(socket).map_err(|e| CliError::NotRunning {
         path: socket.display().to_string(),
         reason: e.to_string(),
     })?;
+    // Per read: a long answer (`rvs conns` of a big table) keeps arriving.
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let mut line = serde_json::to_string(req).map_err(|e| CliError::Protocol(e.to_string()))?;
     line.push('\n');
     // A refused peer may see the daemon close before it reads the request;
     // the daemon's one-line answer is still there to read.
     let _ = s.write_all(line.as_bytes());
+    Ok(BufReader::new(s))
+}
+
+/// A refusal (`ok` false) as `CliError::Failed` with every error line.
+fn refusal(error: Option<&str>, errors: &[&str]) -> CliError {
+    let mut msg = error.unwrap_or("request failed").to_string();
+    for e in errors {
+        msg.push('\n');
+        msg.push_str(e);
+    }
+    CliError::Failed(msg)
+}
+
+/// Sends `req` to the daemon at `socket` and returns its answer (`ok`
+/// checked: a refusal becomes `CliError::Failed` with every error line).
+pub fn request(socket: &Path, req: &Request) -> Result<Value, CliError> {
     let mut answer = String::new();
-    BufReader::new(&s)
+    send(socket, req)?
         .read_line(&mut answer)
         .map_err(|e| CliError::Protocol(e.to_string()))?;
     if answer.is_empty() {
@@ -47,44 +64,201 @@ pub fn request(socket: &Path, req: &Request) -> Result<Value, CliError> {
     if v["ok"] == Value::Bool(true) {
         return Ok(v);
     }
-    let mut msg = v["error"].as_str().unwrap_or("request failed").to_string();
-    if let Some(errs) = v["errors"].as_array() {
-        for e in errs {
-            if let Some(e) = e.as_str() {
-                msg.push('\n');
-                msg.push_str(e);
-            }
+    let errors: Vec<&str> = v["errors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    Err(refusal(v["error"].as_str(), &errors))
+}
+
+/// `rvs conns` (`ipvsadm -L -n -c`, or `--json`): asks the daemon and
+/// prints each entry to `out` as it is parsed from the answer, so a table
+/// of any size is listed in constant memory. A closed `out` (`| head`)
+/// ends the listing quietly.
+pub fn conns(
+    socket: &Path,
+    req: &Request,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    print_conns(send(socket, req)?, json, out)
+}
+
+/// Prints the `conns` answer read from `answer` (see [`conns`]).
+fn print_conns(
+    answer: impl std::io::Read,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let mut printer = ConnsPrinter {
+        out,
+        json,
+        rows: 0,
+        failed: None,
+    };
+    let mut de = serde_json::Deserializer::from_reader(answer);
+    let parsed = serde::de::DeserializeSeed::deserialize(&mut printer, &mut de);
+    if let Some(e) = printer.failed.take() {
+        return if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(CliError::Failed(format!("cannot write the listing: {e}")))
+        };
+    }
+    let answer = parsed.map_err(|e| {
+        if e.is_eof() && printer.rows == 0 {
+            CliError::Protocol("the daemon closed the connection".into())
+        } else {
+            CliError::Protocol(e.to_string())
+        }
+    })?;
+    if answer.ok != Some(true) {
+        let errors: Vec<&str> = answer.errors.iter().map(String::as_str).collect();
+        return Err(refusal(answer.error.as_deref(), &errors));
+    }
+    let end = printer.out.flush();
+    match end {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::Failed(format!("cannot write the listing: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The fields of a `conns` answer other than its entries.
+#[derive(Default)]
+struct ConnsAnswer {
+    ok: Option<bool>,
+    error: Option<String>,
+    errors: Vec<String>,
+}
+
+/// Prints `conns` entries as serde hands them over.
+struct ConnsPrinter<'a, W> {
+    out: &'a mut W,
+    json: bool,
+    rows: usize,
+    /// The first write error; parsing stops at it.
+    failed: Option<std::io::Error>,
+}
+
+impl<W: Write> ConnsPrinter<'_, W> {
+    fn start(&mut self) -> std::io::Result<()> {
+        if self.json {
+            self.out.write_all(b"{\"connections\":[")
+        } else {
+            writeln!(
+                self.out,
+                "pro expire state       source                virtual               destination"
+            )
         }
     }
-    Err(CliError::Failed(msg))
+
+    fn row(&mut self, c: &ConnJson) -> std::io::Result<()> {
+        if self.json {
+            if self.rows > 0 {
+                self.out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *self.out, c).map_err(std::io::Error::other)?;
+        } else {
+            writeln!(
+                self.out,
+                "{:<3} {:<6} {:<11} {:<21} {:<21} {}",
+                c.protocol.to_uppercase(),
+                mmss(c.expires_in_ms),
+                c.state,
+                c.client,
+                c.vaddr,
+                c.real_server
+            )?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn end(&mut self) -> std::io::Result<()> {
+        if self.json {
+            self.out.write_all(b"]}\n")?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the first write error and turns it into a parse error that
+    /// stops the listing.
+    fn check<E: serde::de::Error>(&mut self, r: std::io::Result<()>) -> Result<(), E> {
+        r.map_err(|e| {
+            let msg = e.to_string();
+            self.failed.get_or_insert(e);
+            E::custom(msg)
+        })
+    }
+}
+
+impl<'de, W: Write> serde::de::DeserializeSeed<'de> for &mut ConnsPrinter<'_, W> {
+    type Value = ConnsAnswer;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<ConnsAnswer, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, W: Write> serde::de::Visitor<'de> for &mut ConnsPrinter<'_, W> {
+    type Value = ConnsAnswer;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a conns answer")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<ConnsAnswer, A::Error> {
+        let mut answer = ConnsAnswer::default();
+        while let Some(key) = m.next_key::<String>()? {
+            match key.as_str() {
+                "ok" => answer.ok = Some(m.next_value()?),
+                "error" => answer.error = m.next_value()?,
+                "errors" => answer.errors = m.next_value()?,
+                "connections" => m.next_value_seed(Rows(&mut *self))?,
+                _ => {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(answer)
+    }
+}
+
+/// The `connections` array, printed element by element.
+struct Rows<'p, 'a, W>(&'p mut ConnsPrinter<'a, W>);
+
+impl<'de, W: Write> serde::de::DeserializeSeed<'de> for Rows<'_, '_, W> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, W: Write> serde::de::Visitor<'de> for Rows<'_, '_, W> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of connections")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let r = self.0.start();
+        self.0.check(r)?;
+        while let Some(c) = seq.next_element::<ConnJson>()? {
+            let r = self.0.row(&c);
+            self.0.check(r)?;
+        }
+        let r = self.0.end();
+        self.0.check(r)
+    }
 }
 
 fn mmss(ms: u64) -> String {
     let s = ms / 1000;
     format!("{:02}:{:02}", s / 60, s % 60)
-}
-
-/// `ipvsadm -L -n -c`.
-pub fn print_conns(v: &Value, json: bool) -> Result<(), CliError> {
-    if json {
-        println!("{}", serde_json::json!({"connections": v["connections"]}));
-        return Ok(());
-    }
-    let conns: Vec<ConnJson> = serde_json::from_value(v["connections"].clone())
-        .map_err(|e| CliError::Protocol(e.to_string()))?;
-    println!("pro expire state       source                virtual               destination");
-    for c in conns {
-        println!(
-            "{:<3} {:<6} {:<11} {:<21} {:<21} {}",
-            c.protocol.to_uppercase(),
-            mmss(c.expires_in_ms),
-            c.state,
-            c.client,
-            c.vaddr,
-            c.real_server
-        );
-    }
-    Ok(())
 }
 
 fn human(x: f64) -> String {
@@ -213,6 +387,116 @@ mod tests {
         assert_eq!(mmss(0), "00:00");
         assert_eq!(mmss(61_500), "01:01");
         assert_eq!(mmss(900_000), "15:00");
+    }
+
+    const TWO: &str = concat!(
+        r#"{"ok":true,"connections":[{"protocol":"tcp","state":"ESTABLISHED","#,
+        r#""expires_in_ms":899000,"client":"198.51.100.2:40312","virtual":"203.0.113.10:80","#,
+        r#""real_server":"192.0.2.11:8080","template":false},"#,
+        r#"{"protocol":"udp","state":"UDP","expires_in_ms":61500,"client":"198.51.100.3:53","#,
+        r#""virtual":"203.0.113.10:53","real_server":"192.0.2.12:5353","template":false}]}"#,
+        "\n"
+    );
+
+    fn listing(answer: &str, json: bool) -> Result<String, CliError> {
+        let mut out = Vec::new();
+        print_conns(answer.as_bytes(), json, &mut out)?;
+        Ok(String::from_utf8(out).expect("utf-8"))
+    }
+
+    #[test]
+    fn conns_are_printed_as_they_are_parsed() {
+        let t = listing(TWO, false).expect("table");
+        let rows: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            rows[0],
+            ["pro", "expire", "state", "source", "virtual", "destination"]
+        );
+        assert_eq!(
+            rows[1],
+            [
+                "TCP",
+                "14:59",
+                "ESTABLISHED",
+                "198.51.100.2:40312",
+                "203.0.113.10:80",
+                "192.0.2.11:8080"
+            ]
+        );
+        assert_eq!(
+            rows[2],
+            [
+                "UDP",
+                "01:01",
+                "UDP",
+                "198.51.100.3:53",
+                "203.0.113.10:53",
+                "192.0.2.12:5353"
+            ]
+        );
+        assert_eq!(rows.len(), 3);
+
+        // --json: the same entries under "connections", nothing else.
+        let j = listing(TWO, true).expect("json");
+        let got: Value = serde_json::from_str(&j).expect("valid json");
+        let sent: Value = serde_json::from_str(TWO).expect("valid json");
+        assert_eq!(got, serde_json::json!({"connections": sent["connections"]}));
+        assert!(j.ends_with("]}\n"));
+
+        let empty = r#"{"ok":true,"connections":[]}"#;
+        assert_eq!(
+            listing(empty, true).expect("json"),
+            "{\"connections\":[]}\n"
+        );
+        assert_eq!(
+            listing(empty, false).expect("table").lines().count(),
+            1,
+            "header only"
+        );
+    }
+
+    #[test]
+    fn conns_refusals_and_cut_answers_are_errors() {
+        let e = listing(
+            r#"{"ok":false,"error":"no service 203.0.113.9:80/tcp"}"#,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, CliError::Failed(m) if m == "no service 203.0.113.9:80/tcp"),
+            "{e}"
+        );
+        // The daemon went away mid-listing: an error, not a short table
+        // passed off as the whole one.
+        let cut = &TWO[..TWO.len() / 2];
+        assert!(matches!(listing(cut, false), Err(CliError::Protocol(_))));
+        assert!(matches!(listing("", true), Err(CliError::Protocol(m)) if m.contains("closed")));
+        assert!(matches!(listing("[1,2]", true), Err(CliError::Protocol(_))));
+    }
+
+    #[test]
+    fn conns_stop_quietly_at_a_closed_pipe() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        assert!(print_conns(TWO.as_bytes(), false, &mut Closed).is_ok());
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("no space left"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let e = print_conns(TWO.as_bytes(), false, &mut Full).unwrap_err();
+        assert!(e.to_string().contains("no space left"), "{e}");
     }
 
     #[test]

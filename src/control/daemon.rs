@@ -22,6 +22,7 @@ use crate::control::protocol::{ConnJson, RealJson, Request, ServiceJson};
 use crate::control::state;
 use crate::core::config::{Config, ConnPolicy, Protocol};
 use crate::core::conntrack::RealId;
+use crate::core::director::ConnInfo;
 use crate::core::service::{RealKey, RuntimeState, ServiceKey};
 use crate::core::Director;
 use crate::datapath::worker::{Datapath, FilterHandle};
@@ -432,34 +433,15 @@ impl State {
             .collect()
     }
 
-    fn handle(&mut self, req: Request) -> serde_json::Value {
+    fn handle(&mut self, req: Request) -> Answer {
         use serde_json::json;
         let fail = |e: String| json!({"ok": false, "error": e});
-        match req {
+        Answer::Line(match req {
             Request::Conns { service } => {
-                let filter = match service.as_deref().map(parse_service) {
-                    Some(Ok(k)) => Some(k),
-                    Some(Err(e)) => return fail(e),
-                    None => None,
-                };
-                let conns: Vec<ConnJson> = self
-                    .director
-                    .connections(Instant::now())
-                    .into_iter()
-                    .filter(|c| {
-                        filter.is_none_or(|k| k.addr == c.vaddr && k.protocol == c.protocol)
-                    })
-                    .map(|c| ConnJson {
-                        protocol: c.protocol.as_str().into(),
-                        state: c.state.into(),
-                        expires_in_ms: u64::try_from(c.expires_in.as_millis()).unwrap_or(u64::MAX),
-                        client: c.client.to_string(),
-                        vaddr: c.vaddr.to_string(),
-                        real_server: c.raddr.to_string(),
-                        template: c.template,
-                    })
-                    .collect();
-                json!({"ok": true, "connections": conns})
+                return match service.as_deref().map(parse_service).transpose() {
+                    Ok(filter) => Answer::Conns(self.director.clone(), filter),
+                    Err(e) => Answer::Line(fail(e)),
+                }
             }
             Request::Services => {
                 let drops: serde_json::Map<String, serde_json::Value> = self
@@ -507,8 +489,89 @@ impl State {
             Request::Status => json!({"ok": true, "pid": std::process::id(),
                 "config": self.path.display().to_string(),
                 "connection_table_entries": self.director.entries()}),
+        })
+    }
+}
+
+/// What a request is answered with.
+enum Answer {
+    /// One JSON line.
+    Line(serde_json::Value),
+    /// The connection table (of one service, if given), streamed by
+    /// [`write_conns`] after the control state's lock is released.
+    Conns(Arc<Director>, Option<ServiceKey>),
+}
+
+/// One `rvs conns` entry as the protocol shows it.
+fn conn_json(c: &ConnInfo) -> ConnJson {
+    ConnJson {
+        protocol: c.protocol.as_str().into(),
+        state: c.state.into(),
+        expires_in_ms: u64::try_from(c.expires_in.as_millis()).unwrap_or(u64::MAX),
+        client: c.client.to_string(),
+        vaddr: c.vaddr.to_string(),
+        real_server: c.raddr.to_string(),
+        template: c.template,
+    }
+}
+
+/// Serializes the entries of each part of the table, in order, as the
+/// comma-separated elements of one JSON array, and hands each part's bytes
+/// to `send` (which returns false to stop: the client went away). Holds
+/// one part at a time: the memory a listing takes does not grow with the
+/// table (a million entries as one answer took ~1.5 KB each).
+fn conns_parts(
+    director: &Director,
+    filter: Option<ServiceKey>,
+    mut send: impl FnMut(Vec<u8>) -> bool,
+) {
+    let now = Instant::now();
+    let mut infos = Vec::new();
+    let mut first = true;
+    for part in 0..director.connection_parts() {
+        infos.clear();
+        director.connections_part(part, now, &mut infos);
+        let mut buf = Vec::new();
+        for c in infos
+            .iter()
+            .filter(|c| filter.is_none_or(|k| k.addr == c.vaddr && k.protocol == c.protocol))
+        {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            // Writing into a Vec cannot fail; ConnJson has no map keys
+            // that could.
+            let _ = serde_json::to_writer(&mut buf, &conn_json(c));
+        }
+        if !buf.is_empty() && !send(buf) {
+            return;
         }
     }
+}
+
+/// Writes the `conns` answer, `{"ok":true,"connections":[…]}` and a
+/// newline, as the table's parts are serialized off the runtime.
+async fn write_conns<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    director: Arc<Director>,
+    filter: Option<ServiceKey>,
+) -> std::io::Result<()> {
+    // Two parts in flight at most: the producer waits for the socket.
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+    let producer = tokio::task::spawn_blocking(move || {
+        conns_parts(&director, filter, |buf| tx.blocking_send(buf).is_ok());
+    });
+    w.write_all(b"{\"ok\":true,\"connections\":[").await?;
+    while let Some(buf) = rx.recv().await {
+        w.write_all(&buf).await?;
+    }
+    // The producer ended (channel closed); a panic in it would leave the
+    // array unterminated, which the client reports as a bad answer.
+    if producer.await.is_err() {
+        return Err(std::io::Error::other("listing the connection table failed"));
+    }
+    w.write_all(b"]}\n").await
 }
 
 /// The gid of `name` (`getgrnam_r`).
@@ -592,11 +655,20 @@ async fn serve_client(state: Arc<Mutex<State>>, stream: UnixStream, group: Optio
         let resp = match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 let st = state.clone();
-                tokio::task::spawn_blocking(move || {
+                let answer = tokio::task::spawn_blocking(move || {
                     st.lock().unwrap_or_else(|e| e.into_inner()).handle(req)
                 })
-                .await
-                .unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "internal error"}))
+                .await;
+                match answer {
+                    Ok(Answer::Line(v)) => v,
+                    Ok(Answer::Conns(director, filter)) => {
+                        if write_conns(&mut w, director, filter).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(_) => serde_json::json!({"ok": false, "error": "internal error"}),
+                }
             }
             Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
         };

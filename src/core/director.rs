@@ -1395,12 +1395,31 @@ impl Director {
         });
     }
 
-    /// The live table, templates included (`rvs conns`).
+    /// The live table, templates included, whole (tests, benches): see
+    /// [`Self::connections_part`] for what `rvs conns` reads.
     pub fn connections(&self, now: Instant) -> Vec<ConnInfo> {
+        let mut out = Vec::new();
+        for part in 0..self.connection_parts() {
+            self.connections_part(part, now, &mut out);
+        }
+        out
+    }
+
+    /// How many parts [`Self::connections_part`] splits the table into:
+    /// each connection shard, then each template shard.
+    pub fn connection_parts(&self) -> usize {
+        self.shards.len() + self.templates.len()
+    }
+
+    /// Appends the live entries of one part of the table to `out`. The
+    /// control plane lists the table part by part (`rvs conns`), so that
+    /// what it holds at a time is one shard's worth, not the whole table,
+    /// and each shard's lock is held only while that shard is copied.
+    /// Parts past the last append nothing.
+    pub fn connections_part(&self, part: usize, now: Instant, out: &mut Vec<ConnInfo>) {
         let now_ms = self.now_ms(now);
         let snap = self.snapshot.load();
-        let mut out = Vec::new();
-        for shard in self.shards.iter() {
+        if let Some(shard) = self.shards.get(part) {
             shard.lock().for_each(|c| {
                 if Self::is_dead(&snap, c, now_ms) {
                     return;
@@ -1418,31 +1437,32 @@ impl Director {
                     template: false,
                 });
             });
+            return;
         }
-        for t in self.templates.iter() {
-            for (k, tpl) in lock(t).iter() {
-                let alive = tpl.conns > 0 || tpl.expires > now_ms;
-                if !alive {
-                    continue;
-                }
-                out.push(ConnInfo {
-                    protocol: k.protocol,
-                    // IPVS shows a template that controls connections as
-                    // ASSURED, an idle one as NONE.
-                    state: if tpl.conns > 0 { "ASSURED" } else { "NONE" },
-                    expires_in: Duration::from_millis(if tpl.conns > 0 {
-                        tpl.timeout_ms
-                    } else {
-                        tpl.expires - now_ms
-                    }),
-                    client: SocketAddrV4::new(k.client_net, 0),
-                    vaddr: k.vaddr,
-                    raddr: tpl.raddr,
-                    template: true,
-                });
+        let Some(t) = self.templates.get(part - self.shards.len()) else {
+            return;
+        };
+        for (k, tpl) in lock(t).iter() {
+            let alive = tpl.conns > 0 || tpl.expires > now_ms;
+            if !alive {
+                continue;
             }
+            out.push(ConnInfo {
+                protocol: k.protocol,
+                // IPVS shows a template that controls connections as
+                // ASSURED, an idle one as NONE.
+                state: if tpl.conns > 0 { "ASSURED" } else { "NONE" },
+                expires_in: Duration::from_millis(if tpl.conns > 0 {
+                    tpl.timeout_ms
+                } else {
+                    tpl.expires - now_ms
+                }),
+                client: SocketAddrV4::new(k.client_net, 0),
+                vaddr: k.vaddr,
+                raddr: tpl.raddr,
+                template: true,
+            });
         }
-        out
     }
 
     /// Bytes held by the connection table (slabs and indexes).

@@ -1581,9 +1581,9 @@ fn templates(d: &Director, now: Instant) -> Vec<crate::core::director::ConnInfo>
         .collect()
 }
 
-#[test]
-fn persistence_keeps_a_client_on_its_server() {
-    let t0 = Instant::now();
+/// A DR service at 203.0.113.50:80 over 192.0.2.51 and .52, persistent per
+/// client address for 5 minutes.
+fn persistent_director(t0: Instant) -> (Director, SocketAddrV4, [SocketAddrV4; 2]) {
     let vip = sa(Ipv4Addr::new(203, 0, 113, 50), 80);
     let (a, b) = (
         sa(Ipv4Addr::new(192, 0, 2, 51), 80),
@@ -1594,7 +1594,56 @@ fn persistence_keeps_a_client_on_its_server() {
         timeout: Duration::from_secs(300),
         netmask: Ipv4Addr::new(255, 255, 255, 255),
     });
-    let d = director(c, t0);
+    (director(c, t0), vip, [a, b])
+}
+
+#[test]
+fn the_table_is_listed_part_by_part_each_entry_once() {
+    let t0 = Instant::now();
+    let (d, vip, _) = persistent_director(t0);
+    // 50 clients of 4 connections each: 200 entries, 50 templates.
+    for host in 1..=50u8 {
+        for port in 0..4 {
+            verdict(
+                &d,
+                t0,
+                &syn(sa(Ipv4Addr::new(198, 51, 100, host), 40000 + port), vip),
+            );
+        }
+    }
+    let mut parts = Vec::new();
+    for part in 0..d.connection_parts() {
+        let mut out = Vec::new();
+        d.connections_part(part, t0, &mut out);
+        parts.push(out);
+    }
+    let mut past = Vec::new();
+    d.connections_part(d.connection_parts(), t0, &mut past);
+    assert!(past.is_empty(), "a part past the last is empty");
+    assert!(
+        parts.iter().filter(|p| !p.is_empty()).count() > 2,
+        "spread over parts"
+    );
+    // Connection parts first, then template parts; never mixed.
+    let first_template = parts.iter().position(|p| p.iter().any(|c| c.template));
+    let first_template = first_template.expect("templates listed");
+    assert!(parts[..first_template]
+        .iter()
+        .flatten()
+        .all(|c| !c.template));
+    assert!(parts[first_template..].iter().flatten().all(|c| c.template));
+    let key = |c: &crate::core::director::ConnInfo| (c.template, c.client, c.vaddr, c.raddr);
+    let listed: Vec<_> = parts.iter().flatten().map(key).collect();
+    let unique: std::collections::BTreeSet<_> = listed.iter().copied().collect();
+    assert_eq!((listed.len(), unique.len()), (250, 250), "each entry once");
+    let whole: std::collections::BTreeSet<_> = d.connections(t0).iter().map(key).collect();
+    assert_eq!(unique, whole);
+}
+
+#[test]
+fn persistence_keeps_a_client_on_its_server() {
+    let t0 = Instant::now();
+    let (d, vip, [a, b]) = persistent_director(t0);
     let (p1, p2) = (sa(CLIENT, 48000), sa(CLIENT, 48001));
     let other = sa(Ipv4Addr::new(198, 51, 100, 3), 48000);
     verdict(&d, t0, &syn(p1, vip));
