@@ -16,6 +16,11 @@
 //!   owns each VIP as a /32, so the kernel delivers it to the local socket as
 //!   if it had arrived on a wire. Replies leave with the VIP as source, through
 //!   the normal routing table, straight to the client.
+//! - the device is opened with `IFF_NAPI` where the kernel allows it, and its
+//!   `gro_flush_timeout` set, so that GRO merges a TCP stream's segments
+//!   written one by one into super-packets before the stack sees them, as a
+//!   NIC driver's GRO does for `ipip`; without it every 1448-byte segment
+//!   costs the real server's TCP stack a full receive (and an ACK per two).
 //!
 //! The inner packet carries the client's source address but arrives on the
 //! TUN device, so reverse-path filtering is turned off on that device and on
@@ -48,6 +53,19 @@ const MAX_DATAGRAM: usize = 65_535;
 /// Packets handled per readiness event before the loop checks for a stop
 /// request again; bounds the time a signal waits on a busy socket.
 const BATCH: usize = 64;
+
+/// `IFF_NAPI` (linux/if_tun.h, Linux ≥ 4.15): writes to the device are
+/// received through a NAPI context, hence through GRO.
+const IFF_NAPI: libc::c_int = 0x0010;
+
+/// The device's `gro_flush_timeout`, in ns: how long GRO may hold what it
+/// merged for the next write. Without one, GRO flushes at the end of each
+/// NAPI run, which is one write: nothing would merge. Segments that end a
+/// burst (PSH), carry no data or a SYN/FIN/RST are not held, so requests
+/// and handshakes do not wait; a bulk stream's segments wait at most this
+/// long (or a jiffy while the stream keeps coming). 100 µs doubled one TCP
+/// stream through the benchmark's TUN path (benches/README.md).
+const GRO_FLUSH_TIMEOUT_NS: u32 = 100_000;
 
 /// How long one `poll` waits, so a stop request is seen within this bound
 /// even if the signal lands between the flag check and the `poll` call.
@@ -312,9 +330,10 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 }
 
 /// Opens `/dev/net/tun` and attaches it to the TUN device `device`, creating
-/// the device if needed. A TUNSETIFF failure comes back as the bare errno. The device is made non-persistent, so it disappears
-/// when the returned descriptor is closed.
-fn open_tun(device: &str) -> io::Result<OwnedFd> {
+/// the device if needed, with `IFF_NAPI` if `napi`. A TUNSETIFF failure comes
+/// back as the bare errno. The device is made non-persistent, so it
+/// disappears when the returned descriptor is closed.
+fn open_tun(device: &str, napi: bool) -> io::Result<OwnedFd> {
     // SAFETY: the path is a NUL-terminated literal; open has no other inputs.
     let raw = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if raw < 0 {
@@ -329,8 +348,8 @@ fn open_tun(device: &str) -> io::Result<OwnedFd> {
 
     let mut request = IfReqFlags {
         name: [0; libc::IFNAMSIZ],
-        // IFF_TUN | IFF_NO_PI = 0x1001, which fits in c_short.
-        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+        // IFF_TUN | IFF_NO_PI | IFF_NAPI = 0x1011, which fits in c_short.
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI | if napi { IFF_NAPI } else { 0 }) as libc::c_short,
         _pad: [0; 22],
     };
     // check_device_name guarantees len < IFNAMSIZ, so a NUL byte remains.
@@ -354,6 +373,18 @@ fn open_tun(device: &str) -> io::Result<OwnedFd> {
         ));
     }
     Ok(fd)
+}
+
+/// [`open_tun`] with `IFF_NAPI`, or without it where the kernel refuses it
+/// (EINVAL from kernels before 4.15, or without CAP_NET_ADMIN); says which.
+fn attach_tun(device: &str) -> io::Result<(OwnedFd, bool)> {
+    match open_tun(device, true) {
+        Ok(fd) => Ok((fd, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            open_tun(device, false).map(|fd| (fd, false))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn open_raw_ipip() -> io::Result<OwnedFd> {
@@ -385,6 +416,9 @@ pub struct TunnelEndpoint {
     vips: Vec<Ipv4Addr>,
     tun: OwnedFd,
     raw: OwnedFd,
+    /// Whether the device merges what is written to it (`IFF_NAPI` and a
+    /// `gro_flush_timeout`).
+    gro: bool,
     /// Receive buffer for one outer datagram, allocated once.
     buf: Vec<u8>,
     counters: Counters,
@@ -404,14 +438,14 @@ impl TunnelEndpoint {
             ));
         }
         let device = opts.device.as_str();
-        let tun = match open_tun(device) {
-            Ok(fd) => fd,
+        let (tun, napi) = match attach_tun(device) {
+            Ok(t) => t,
             // EBUSY: attached elsewhere; EINVAL: a device of another kind (or
             // a TAP) has the name. Recreate it once.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EINVAL)) => {
                 tracing::warn!(device, error = %e, "TUNSETIFF refused; recreating existing device");
                 ip(&["link", "del", "dev", device])?;
-                open_tun(device).map_err(|e| with_context(e, &format!("TUNSETIFF {device}")))?
+                attach_tun(device).map_err(|e| with_context(e, &format!("TUNSETIFF {device}")))?
             }
             Err(e) => return Err(with_context(e, &format!("TUNSETIFF {device}"))),
         };
@@ -424,12 +458,26 @@ impl TunnelEndpoint {
         ip(&["link", "set", "dev", device, "up"])?;
         write_sysctl(&format!("/proc/sys/net/ipv4/conf/{device}/rp_filter"), "0")?;
         write_sysctl("/proc/sys/net/ipv4/conf/all/rp_filter", "0")?;
+        let gro = napi
+            && write_sysctl(
+                &format!("/sys/class/net/{device}/gro_flush_timeout"),
+                &GRO_FLUSH_TIMEOUT_NS.to_string(),
+            )
+            .inspect_err(|e| tracing::warn!(device, error = %e, "no GRO on the TUN device"))
+            .is_ok();
+        if !napi {
+            tracing::warn!(
+                device,
+                "the kernel refused IFF_NAPI: no GRO on the TUN device"
+            );
+        }
         let raw = open_raw_ipip()?;
         Ok(TunnelEndpoint {
             device: opts.device.clone(),
             vips: opts.vips.clone(),
             tun,
             raw,
+            gro,
             buf: vec![0; MAX_DATAGRAM],
             counters: Counters::default(),
         })
@@ -443,6 +491,11 @@ impl TunnelEndpoint {
     /// Name of the TUN device.
     pub fn device(&self) -> &str {
         &self.device
+    }
+
+    /// Whether GRO merges the segments written to the device.
+    pub fn gro(&self) -> bool {
+        self.gro
     }
 
     /// Forwards packets until `stop` is set; sees the flag within
@@ -600,6 +653,7 @@ pub fn run(opts: &TunnelEndpointOptions) -> io::Result<()> {
     tracing::info!(
         device = endpoint.device(),
         vips = ?opts.vips,
+        gro = endpoint.gro(),
         "tunnel endpoint up: decapsulating IP-in-IP to the TUN device"
     );
     println!("rvs: ready");
