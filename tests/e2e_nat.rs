@@ -8,7 +8,7 @@ use common::rvs_json;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{expected_bytes, Daemon, Gateway, Topology};
+use common::{expected_bytes, wait_until, Daemon, Gateway, Topology};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -343,4 +343,91 @@ fn nat_ttl_runs_out_at_the_director_with_time_exceeded() {
     );
     let d = rvs_json(&topo, &["services", "--json"])["drops"].clone();
     assert_eq!(d["ttl_exceeded"].as_u64(), Some(1), "drops: {d}");
+}
+
+/// The router's cache entry for `vip` on its LAN side: the MAC, if any.
+fn router_mac_for(topo: &Topology, vip: &str) -> Option<String> {
+    let out = topo.exec_ok("rtr", &["ip", "neigh", "show", vip, "dev", "eth0"]);
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_string)
+}
+
+#[test]
+fn vips_are_announced_by_gratuitous_arp_at_start_and_reload() {
+    let topo = Topology::with_gateway(3, Gateway::Director);
+    // The router still has the VIPs under another director's MAC (the
+    // VIPs moved here), as a router on the VIPs' segment would.
+    let old = "02:00:00:00:99:99";
+    for vip in ["203.0.113.10", "203.0.113.11"] {
+        topo.exec_ok(
+            "rtr",
+            &[
+                "ip", "neigh", "replace", vip, "lladdr", old, "dev", "eth0", "nud", "stale",
+            ],
+        );
+    }
+    let config = nat_config(&topo, "rr", [1, 1, 1], "");
+    let mut daemon = Daemon::start(&topo, &config);
+    let director = common::lan_mac(1);
+    // Waits until the router has `vip` under the director's MAC.
+    let moves_here = |vip: &str, when: &str| {
+        let moved = wait_until(T, || {
+            (router_mac_for(&topo, vip).as_deref() == Some(director.as_str())).then_some(())
+        });
+        assert!(
+            moved.is_some(),
+            "{when}: the router still sends {vip} to {:?}",
+            router_mac_for(&topo, vip)
+        );
+    };
+    moves_here("203.0.113.10", "at start");
+    assert_eq!(
+        router_mac_for(&topo, "203.0.113.11").as_deref(),
+        Some(old),
+        "not a VIP yet: left alone"
+    );
+
+    // A reload that adds a VIP announces it.
+    let added = config.replace("203.0.113.10:53", "203.0.113.11:53");
+    std::fs::write(daemon.config_path().expect("config path"), added).expect("rewrite config");
+    daemon.signal(libc::SIGHUP);
+    moves_here("203.0.113.11", "after the reload");
+
+    // A VIP the kernel owns is the kernel's to announce: none from rvs.
+    topo.exec_ok(
+        "rtr",
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            "203.0.113.12",
+            "lladdr",
+            old,
+            "dev",
+            "eth0",
+            "nud",
+            "stale",
+        ],
+    );
+    topo.exec_ok(
+        "dir",
+        &["ip", "addr", "add", "203.0.113.12/32", "dev", "lo"],
+    );
+    let owned = config.replace("203.0.113.10:53", "203.0.113.12:53");
+    std::fs::write(daemon.config_path().expect("config path"), owned).expect("rewrite config");
+    daemon.signal(libc::SIGHUP);
+    let reloaded = wait_until(T, || {
+        (daemon.log().matches("reloaded").count() >= 2).then_some(())
+    });
+    assert!(
+        reloaded.is_some(),
+        "second reload not logged: {}",
+        daemon.log()
+    );
+    // Well past the announcer's first look (100 ms) after the reload.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(router_mac_for(&topo, "203.0.113.12").as_deref(), Some(old));
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
 }

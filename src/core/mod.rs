@@ -5,6 +5,7 @@
 //! an argument; configuration arrives as `Arc` snapshots. A packet gets a
 //! verdict and, when dropped, a counted reason — never a panic.
 
+pub mod announce;
 pub mod config;
 pub mod conntrack;
 pub mod counters;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::core::announce::Announcer;
 use crate::core::counters::DropReason;
 use crate::core::director::{
     Director, Frame, Offload, Transmit, Verdict, HEADROOM, SWEEP_INTERVAL,
@@ -47,6 +48,8 @@ const SEG_SLOTS: usize = 32;
 const STATS_INTERVAL: Duration = Duration::from_millis(100);
 /// Batches per socket per turn before the worker looks at the others.
 const TURN_BOUND: usize = 8;
+/// How often worker 0 looks for VIPs to announce (gratuitous ARP).
+const ANNOUNCE_CHECK: Duration = Duration::from_millis(100);
 
 /// Running workers; dropping it does not stop them: call [`Datapath::stop`].
 #[derive(Debug)]
@@ -132,6 +135,9 @@ impl Datapath {
                     .map(|_| vec![0u8; HEADROOM + neigh::PENDING_FRAME])
                     .collect(),
                 seg_tx: Vec::with_capacity(SEG_SLOTS),
+                announcer: (w == 0).then(Announcer::default),
+                next_announce: t0,
+                announce_now: Vec::new(),
             };
             let stop = stop.clone();
             let hb = heartbeats.clone();
@@ -264,6 +270,12 @@ struct Worker {
     segs: Vec<Vec<u8>>,
     /// Segments to send; `slot` indexes `segs`.
     seg_tx: Vec<TxDesc>,
+    /// Gratuitous ARP for the VIPs rvs answers for: worker 0 only.
+    announcer: Option<Announcer>,
+    /// When worker 0 next looks for VIPs to announce.
+    next_announce: Instant,
+    /// VIPs to announce now (reused).
+    announce_now: Vec<Ipv4Addr>,
 }
 
 impl Worker {
@@ -309,6 +321,7 @@ impl Worker {
             }
             self.service_pending();
             let now = Instant::now();
+            self.announce(now);
             heartbeat.store(
                 u64::try_from(now.duration_since(t0).as_millis()).unwrap_or(u64::MAX),
                 Ordering::Relaxed,
@@ -579,6 +592,38 @@ impl Worker {
             &self.sockets[sock],
             std::iter::once((&self.scratch[..len], [0u8; VNET_HDR_LEN])),
         );
+    }
+
+    /// Worker 0: sends the gratuitous ARPs the [`Announcer`] asks for, on
+    /// every interface, looking every `ANNOUNCE_CHECK` (a reload's new VIP
+    /// is announced within that).
+    fn announce(&mut self, now: Instant) {
+        let Some(announcer) = self.announcer.as_mut() else {
+            return;
+        };
+        if now < self.next_announce {
+            return;
+        }
+        self.next_announce = now + ANNOUNCE_CHECK;
+        let snap = self.director.snapshot();
+        // The VIPs rvs answers ARP for (Director::handle_arp): the kernel's
+        // own addresses are the kernel's to announce.
+        let answered = snap.vips().filter(|v| !snap.host.is_local(*v));
+        self.announce_now.clear();
+        announcer.due(now, answered, &mut self.announce_now);
+        for &vip in &self.announce_now {
+            for sock in &self.sockets {
+                let Some(iface) = snap.host.interface(sock.ifindex) else {
+                    continue;
+                };
+                let len = neigh::arp_request(&mut self.scratch, iface.mac, vip, vip);
+                let frame = (&self.scratch[..len], [0u8; VNET_HDR_LEN]);
+                let refused = send_frames(sock, std::iter::once(frame));
+                self.director
+                    .count_drops(DropReason::TxError, refused as u64);
+            }
+            tracing::debug!(%vip, "gratuitous ARP sent");
+        }
     }
 
     /// Sends parked frames whose neighbour is now known, asks again for the
