@@ -5,7 +5,13 @@
 //! dropped forever.
 //!
 //! The table is read per packet without a lock (an `ArcSwap` of a map) and
-//! copied on the rare change.
+//! copied on the rare change. Because a change copies it, what may add an
+//! entry is limited as in the kernel's ARP: any ARP frame updates the entry
+//! of a sender already known, but only one addressed to us (a reply to our
+//! request, or a request for one of our addresses or VIPs) adds a sender
+//! not known yet, and never beyond [`MAX_NEIGHBOURS`]. Otherwise a host on
+//! the segment sending ARP from ever new addresses would grow the table
+//! without bound, each new entry costing a copy of all the others.
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -18,6 +24,10 @@ use crate::wire::arp::{ArpOperation, ArpPacket, ArpRepr};
 use crate::wire::ethernet::{EtherType, EthernetAddress, EthernetFrame};
 
 type Map = FastMap<(u32, Ipv4Addr), EthernetAddress>;
+
+/// Most entries the table holds (the kernel's default `gc_thresh3` is 1024;
+/// a director talks to its routers, clients' gateways and real servers).
+pub const MAX_NEIGHBOURS: usize = 4096;
 
 /// Shared neighbour table.
 #[derive(Debug)]
@@ -40,22 +50,38 @@ impl Neighbours {
         self.map.load().get(&(ifindex, addr)).copied()
     }
 
-    /// Records `addr` → `mac`; a no-op (no copy) when already known.
+    /// Records `addr` → `mac`; a no-op (no copy) when already known, or
+    /// when the table is full and `addr` is not in it.
     pub fn learn(&self, ifindex: u32, addr: Ipv4Addr, mac: EthernetAddress) {
+        self.record(ifindex, addr, mac, true);
+    }
+
+    /// Records `addr` → `mac` if `addr` is known, or if `create` and the
+    /// table has room; copies the table only for a change.
+    fn record(&self, ifindex: u32, addr: Ipv4Addr, mac: EthernetAddress, create: bool) {
         if !mac.is_unicast() || addr.is_unspecified() || addr.is_broadcast() {
             return;
         }
-        if self.get(ifindex, addr) == Some(mac) {
-            return;
+        match self.get(ifindex, addr) {
+            Some(known) if known == mac => return,
+            Some(_) => {}
+            None if !create || self.len() >= MAX_NEIGHBOURS => return,
+            None => {}
         }
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut m: Map = (**self.map.load()).clone();
+        let cur = self.map.load();
+        if !cur.contains_key(&(ifindex, addr)) && cur.len() >= MAX_NEIGHBOURS {
+            return;
+        }
+        let mut m: Map = (**cur).clone();
         m.insert((ifindex, addr), mac);
         self.map.store(Arc::new(m));
     }
 
-    /// Learns from an ARP frame (request or reply) received on `ifindex`.
-    pub fn learn_from_arp(&self, ifindex: u32, frame: &[u8]) {
+    /// Learns from an ARP frame (request or reply) received on `ifindex`:
+    /// updates the sender's entry, and adds it only if the frame is
+    /// addressed to us (`ours(target address)`; see the module docs).
+    pub fn learn_from_arp(&self, ifindex: u32, frame: &[u8], ours: impl Fn(Ipv4Addr) -> bool) {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return;
         };
@@ -66,7 +92,13 @@ impl Neighbours {
             return;
         };
         if let Ok(r) = ArpRepr::parse(&p) {
-            self.learn(ifindex, r.source_protocol_addr, r.source_hardware_addr);
+            let create = ours(r.target_protocol_addr);
+            self.record(
+                ifindex,
+                r.source_protocol_addr,
+                r.source_hardware_addr,
+                create,
+            );
         }
     }
 
@@ -140,10 +172,57 @@ mod tests {
             Ipv4Addr::new(192, 0, 2, 11),
         );
         assert_eq!(len, 42);
-        n.learn_from_arp(3, &buf[..len]);
+        n.learn_from_arp(3, &buf[..len], |a| a == Ipv4Addr::new(192, 0, 2, 11));
         assert_eq!(n.get(3, Ipv4Addr::new(192, 0, 2, 1)), Some(mac));
         assert_eq!(n.get(4, Ipv4Addr::new(192, 0, 2, 1)), None);
         n.learn(3, Ipv4Addr::new(192, 0, 2, 7), EthernetAddress::BROADCAST);
         assert_eq!(n.len(), 1, "broadcast MACs are not learned");
+    }
+
+    #[test]
+    fn only_arp_addressed_to_us_adds_a_neighbour() {
+        let n = Neighbours::default();
+        let us = Ipv4Addr::new(192, 0, 2, 1);
+        let ours = |a: Ipv4Addr| a == us;
+        let (old, new) = (
+            EthernetAddress([2, 0, 0, 0, 0, 9]),
+            EthernetAddress([2, 0, 0, 0, 0, 10]),
+        );
+        let host = Ipv4Addr::new(192, 0, 2, 11);
+        let mut buf = [0u8; 60];
+        // Overheard: host asks for someone else. Not known: not added.
+        let len = arp_request(&mut buf, old, host, Ipv4Addr::new(192, 0, 2, 254));
+        n.learn_from_arp(3, &buf[..len], ours);
+        assert_eq!(n.get(3, host), None);
+        // Asks us: added.
+        let len = arp_request(&mut buf, old, host, us);
+        n.learn_from_arp(3, &buf[..len], ours);
+        assert_eq!(n.get(3, host), Some(old));
+        // Overheard again, from a new MAC (a replaced host, its gratuitous
+        // ARP): a known entry follows.
+        let len = arp_request(&mut buf, new, host, host);
+        n.learn_from_arp(3, &buf[..len], ours);
+        assert_eq!(n.get(3, host), Some(new));
+    }
+
+    #[test]
+    fn a_flood_of_new_senders_stops_at_the_cap() {
+        let n = Neighbours::default();
+        let us = Ipv4Addr::new(192, 0, 2, 1);
+        let mut buf = [0u8; 60];
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 9]);
+        // Requests for our address from ever new senders (10.0.0.0/8).
+        for i in 0..(MAX_NEIGHBOURS as u32 + 500) {
+            let len = arp_request(&mut buf, mac, Ipv4Addr::from(0x0a00_0000 + i), us);
+            n.learn_from_arp(3, &buf[..len], |a| a == us);
+        }
+        assert_eq!(n.len(), MAX_NEIGHBOURS);
+        // A known one still follows a change; the kernel's seed too.
+        let first = Ipv4Addr::from(0x0a00_0000);
+        let other = EthernetAddress([2, 0, 0, 0, 0, 10]);
+        n.learn(3, first, other);
+        assert_eq!(n.get(3, first), Some(other));
+        n.learn(3, Ipv4Addr::new(192, 0, 2, 99), other);
+        assert_eq!(n.get(3, Ipv4Addr::new(192, 0, 2, 99)), None, "full");
     }
 }
