@@ -466,29 +466,37 @@ fn conns_of_a_large_table_streams_in_bounded_memory() {
     let daemon = Daemon::start(&topo, &config);
     let sock = sock.to_string_lossy().into_owned();
     let script = topo.write_file("flows.py", FLOWS);
-    let out = topo.exec_timeout(
-        "cli",
-        &[
-            "python3",
-            &script.to_string_lossy(),
-            &PER_SOURCE.to_string(),
-        ],
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success() && text(&out.stdout).contains("sent"),
-        "flow generator: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
     let want = 2 * PER_SOURCE;
-    let status = |sock: &str| -> serde_json::Value {
+    let entries = |sock: &str| {
         let out = rvs(&["services", "--socket", sock, "--json"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("services json")
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("services json");
+        v["connection_table_entries"].as_u64()
     };
-    let entries = status(&sock)["connection_table_entries"].as_u64();
-    assert_eq!(entries, Some(want as u64), "one entry per flow");
+    // Each run sends every flow twice; a busy machine may still drop some
+    // at a full ring, so run it again (at most three times) until every
+    // flow has its entry.
+    for _ in 0..3 {
+        let out = topo.exec_timeout(
+            "cli",
+            &[
+                "python3",
+                &script.to_string_lossy(),
+                &PER_SOURCE.to_string(),
+            ],
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success() && text(&out.stdout).contains("sent"),
+            "flow generator: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        if entries(&sock) == Some(want as u64) {
+            break;
+        }
+    }
+    assert_eq!(entries(&sock), Some(want as u64), "one entry per flow");
 
     let before = peak_kib(daemon.pid());
     let mut cmd = Command::new(rvs_binary());

@@ -67,7 +67,8 @@ impl Announcer {
     }
 
     /// Whether some VIP still has announcements to come.
-    pub fn pending(&self) -> bool {
+    #[cfg(test)]
+    fn pending(&self) -> bool {
         self.vips.values().any(|p| p.sent < ANNOUNCEMENTS)
     }
 }

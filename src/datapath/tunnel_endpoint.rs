@@ -375,8 +375,8 @@ fn open_tun(device: &str, napi: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// [`open_tun`] with `IFF_NAPI`, or without it where the kernel refuses it
-/// (EINVAL from kernels before 4.15, or without CAP_NET_ADMIN); says which.
+/// [`open_tun`] with `IFF_NAPI`, or without it if the kernel refuses the
+/// attach with it (EINVAL); says which was asked for.
 fn attach_tun(device: &str) -> io::Result<(OwnedFd, bool)> {
     match open_tun(device, true) {
         Ok(fd) => Ok((fd, true)),

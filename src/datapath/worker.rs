@@ -27,7 +27,7 @@ use crate::datapath::bpf;
 use crate::datapath::neigh::{self, Neighbours, Pending};
 use crate::datapath::ring::{self, RxFrame};
 use crate::datapath::system;
-use crate::wire::ethernet::EthernetFrame;
+use crate::wire::ethernet::{EthernetAddress, EthernetFrame};
 use crate::wire::gso;
 
 /// Frames per batch: ring slots taken, rewritten in place and sent with one
@@ -589,10 +589,12 @@ impl Worker {
         else {
             return;
         };
-        let len = neigh::arp_request(&mut self.scratch, iface.mac, src, target);
-        send_frames(
+        send_arp(
             &self.sockets[sock],
-            std::iter::once((&self.scratch[..len], [0u8; VNET_HDR_LEN])),
+            &mut self.scratch,
+            iface.mac,
+            src,
+            target,
         );
     }
 
@@ -618,9 +620,7 @@ impl Worker {
                 let Some(iface) = snap.host.interface(sock.ifindex) else {
                     continue;
                 };
-                let len = neigh::arp_request(&mut self.scratch, iface.mac, vip, vip);
-                let frame = (&self.scratch[..len], [0u8; VNET_HDR_LEN]);
-                let refused = send_frames(sock, std::iter::once(frame));
+                let refused = send_arp(sock, &mut self.scratch, iface.mac, vip, vip);
                 self.director
                     .count_drops(DropReason::TxError, refused as u64);
             }
@@ -669,6 +669,22 @@ impl Worker {
             }
         }
     }
+}
+
+/// Broadcasts an ARP request from `mac`/`sender` for `target` on `sock`
+/// (built in `scratch`, ≥ 42 bytes); returns the number refused (0 or 1).
+fn send_arp(
+    sock: &PacketSocket,
+    scratch: &mut [u8],
+    mac: EthernetAddress,
+    sender: Ipv4Addr,
+    target: Ipv4Addr,
+) -> usize {
+    let len = neigh::arp_request(scratch, mac, sender, target);
+    send_frames(
+        sock,
+        std::iter::once((&scratch[..len], [0u8; VNET_HDR_LEN])),
+    )
 }
 
 /// What [`stage`] decided for a frame to transmit.
