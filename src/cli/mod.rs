@@ -93,6 +93,7 @@ fn print_conns(
     let mut printer = ConnsPrinter {
         out,
         json,
+        started: false,
         rows: 0,
         failed: None,
     };
@@ -116,6 +117,9 @@ fn print_conns(
         let errors: Vec<&str> = answer.errors.iter().map(String::as_str).collect();
         return Err(refusal(answer.error.as_deref(), &errors));
     }
+    if !printer.started {
+        return Err(CliError::Protocol("the answer has no connections".into()));
+    }
     let end = printer.out.flush();
     match end {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -137,6 +141,8 @@ struct ConnsAnswer {
 struct ConnsPrinter<'a, W> {
     out: &'a mut W,
     json: bool,
+    /// The `connections` array was reached (the header is out).
+    started: bool,
     rows: usize,
     /// The first write error; parsing stops at it.
     failed: Option<std::io::Error>,
@@ -144,6 +150,7 @@ struct ConnsPrinter<'a, W> {
 
 impl<W: Write> ConnsPrinter<'_, W> {
     fn start(&mut self) -> std::io::Result<()> {
+        self.started = true;
         if self.json {
             self.out.write_all(b"{\"connections\":[")
         } else {
@@ -472,6 +479,11 @@ mod tests {
         assert!(matches!(listing(cut, false), Err(CliError::Protocol(_))));
         assert!(matches!(listing("", true), Err(CliError::Protocol(m)) if m.contains("closed")));
         assert!(matches!(listing("[1,2]", true), Err(CliError::Protocol(_))));
+        // "ok" but no table: an error, not an empty (non-JSON) listing.
+        assert!(matches!(
+            listing(r#"{"ok":true}"#, true),
+            Err(CliError::Protocol(_))
+        ));
     }
 
     #[test]

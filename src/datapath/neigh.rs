@@ -6,12 +6,15 @@
 //!
 //! The table is read per packet without a lock (an `ArcSwap` of a map) and
 //! copied on the rare change. Because a change copies it, what may add an
-//! entry is limited as in the kernel's ARP: any ARP frame updates the entry
-//! of a sender already known, but only one addressed to us (a reply to our
-//! request, or a request for one of our addresses or VIPs) adds a sender
-//! not known yet, and never beyond [`MAX_NEIGHBOURS`]. Otherwise a host on
-//! the segment sending ARP from ever new addresses would grow the table
-//! without bound, each new entry costing a copy of all the others.
+//! entry is limited, much as in the kernel's ARP: any ARP frame updates the
+//! entry of a sender already known; one addressed to us (a request for one
+//! of our addresses or VIPs) adds a new sender while the table has room
+//! ([`MAX_NEIGHBOURS`]); and a neighbour we are resolving (frames wait for
+//! it) or one the kernel's table holds is always added, pushing out another
+//! entry when the table is full. A host on the segment sending ARP from
+//! ever new addresses therefore cannot grow the table without bound (each
+//! new entry costs a copy of all the others), nor keep a needed neighbour
+//! out of it; what it pushes out is learned again on demand.
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -28,6 +31,18 @@ type Map = FastMap<(u32, Ipv4Addr), EthernetAddress>;
 /// Most entries the table holds (the kernel's default `gc_thresh3` is 1024;
 /// a director talks to its routers, clients' gateways and real servers).
 pub const MAX_NEIGHBOURS: usize = 4096;
+
+/// Whether [`Neighbours::record`] may add an address not in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Only update a known entry (overheard ARP).
+    KnownOnly,
+    /// Add while the table has room (ARP addressed to us).
+    IfRoom,
+    /// Add, pushing out another entry if the table is full (a neighbour
+    /// being resolved, the kernel's table).
+    Always,
+}
 
 /// Shared neighbour table.
 #[derive(Debug)]
@@ -50,38 +65,52 @@ impl Neighbours {
         self.map.load().get(&(ifindex, addr)).copied()
     }
 
-    /// Records `addr` → `mac`; a no-op (no copy) when already known, or
-    /// when the table is full and `addr` is not in it.
+    /// Records `addr` → `mac` (the kernel's table, or a neighbour being
+    /// resolved): added even to a full table; a no-op (no copy) when
+    /// already known.
     pub fn learn(&self, ifindex: u32, addr: Ipv4Addr, mac: EthernetAddress) {
-        self.record(ifindex, addr, mac, true);
+        self.record(ifindex, addr, mac, Admit::Always);
     }
 
-    /// Records `addr` → `mac` if `addr` is known, or if `create` and the
-    /// table has room; copies the table only for a change.
-    fn record(&self, ifindex: u32, addr: Ipv4Addr, mac: EthernetAddress, create: bool) {
+    /// Records `addr` → `mac` as `admit` allows a new entry; copies the
+    /// table only for a change.
+    fn record(&self, ifindex: u32, addr: Ipv4Addr, mac: EthernetAddress, admit: Admit) {
         if !mac.is_unicast() || addr.is_unspecified() || addr.is_broadcast() {
             return;
         }
-        match self.get(ifindex, addr) {
-            Some(known) if known == mac => return,
-            Some(_) => {}
-            None if !create || self.len() >= MAX_NEIGHBOURS => return,
-            None => {}
+        match (self.get(ifindex, addr), admit) {
+            (Some(known), _) if known == mac => return,
+            (Some(_), _) | (None, Admit::Always) => {}
+            (None, Admit::IfRoom) if self.len() < MAX_NEIGHBOURS => {}
+            (None, _) => return,
         }
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.map.load();
-        if !cur.contains_key(&(ifindex, addr)) && cur.len() >= MAX_NEIGHBOURS {
-            return;
-        }
         let mut m: Map = (**cur).clone();
+        if !m.contains_key(&(ifindex, addr)) && m.len() >= MAX_NEIGHBOURS {
+            if admit != Admit::Always {
+                return;
+            }
+            // Any other entry: if it is still needed, it is resolved again.
+            if let Some(&k) = m.keys().next() {
+                m.remove(&k);
+            }
+        }
         m.insert((ifindex, addr), mac);
         self.map.store(Arc::new(m));
     }
 
     /// Learns from an ARP frame (request or reply) received on `ifindex`:
-    /// updates the sender's entry, and adds it only if the frame is
-    /// addressed to us (`ours(target address)`; see the module docs).
-    pub fn learn_from_arp(&self, ifindex: u32, frame: &[u8], ours: impl Fn(Ipv4Addr) -> bool) {
+    /// updates the sender's entry; adds it if we are resolving it
+    /// (`wanted(sender)`), or if the frame is addressed to us
+    /// (`ours(target)`) and the table has room (see the module docs).
+    pub fn learn_from_arp(
+        &self,
+        ifindex: u32,
+        frame: &[u8],
+        ours: impl Fn(Ipv4Addr) -> bool,
+        wanted: impl Fn(Ipv4Addr) -> bool,
+    ) {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return;
         };
@@ -92,12 +121,18 @@ impl Neighbours {
             return;
         };
         if let Ok(r) = ArpRepr::parse(&p) {
-            let create = ours(r.target_protocol_addr);
+            let admit = if wanted(r.source_protocol_addr) {
+                Admit::Always
+            } else if ours(r.target_protocol_addr) {
+                Admit::IfRoom
+            } else {
+                Admit::KnownOnly
+            };
             self.record(
                 ifindex,
                 r.source_protocol_addr,
                 r.source_hardware_addr,
-                create,
+                admit,
             );
         }
     }
@@ -172,7 +207,12 @@ mod tests {
             Ipv4Addr::new(192, 0, 2, 11),
         );
         assert_eq!(len, 42);
-        n.learn_from_arp(3, &buf[..len], |a| a == Ipv4Addr::new(192, 0, 2, 11));
+        n.learn_from_arp(
+            3,
+            &buf[..len],
+            |a| a == Ipv4Addr::new(192, 0, 2, 11),
+            |_| false,
+        );
         assert_eq!(n.get(3, Ipv4Addr::new(192, 0, 2, 1)), Some(mac));
         assert_eq!(n.get(4, Ipv4Addr::new(192, 0, 2, 1)), None);
         n.learn(3, Ipv4Addr::new(192, 0, 2, 7), EthernetAddress::BROADCAST);
@@ -192,21 +232,21 @@ mod tests {
         let mut buf = [0u8; 60];
         // Overheard: host asks for someone else. Not known: not added.
         let len = arp_request(&mut buf, old, host, Ipv4Addr::new(192, 0, 2, 254));
-        n.learn_from_arp(3, &buf[..len], ours);
+        n.learn_from_arp(3, &buf[..len], ours, |_| false);
         assert_eq!(n.get(3, host), None);
         // Asks us: added.
         let len = arp_request(&mut buf, old, host, us);
-        n.learn_from_arp(3, &buf[..len], ours);
+        n.learn_from_arp(3, &buf[..len], ours, |_| false);
         assert_eq!(n.get(3, host), Some(old));
         // Overheard again, from a new MAC (a replaced host, its gratuitous
         // ARP): a known entry follows.
         let len = arp_request(&mut buf, new, host, host);
-        n.learn_from_arp(3, &buf[..len], ours);
+        n.learn_from_arp(3, &buf[..len], ours, |_| false);
         assert_eq!(n.get(3, host), Some(new));
     }
 
     #[test]
-    fn a_flood_of_new_senders_stops_at_the_cap() {
+    fn a_flood_of_new_senders_stops_at_the_cap_but_never_keeps_a_needed_neighbour_out() {
         let n = Neighbours::default();
         let us = Ipv4Addr::new(192, 0, 2, 1);
         let mut buf = [0u8; 60];
@@ -214,15 +254,23 @@ mod tests {
         // Requests for our address from ever new senders (10.0.0.0/8).
         for i in 0..(MAX_NEIGHBOURS as u32 + 500) {
             let len = arp_request(&mut buf, mac, Ipv4Addr::from(0x0a00_0000 + i), us);
-            n.learn_from_arp(3, &buf[..len], |a| a == us);
+            n.learn_from_arp(3, &buf[..len], |a| a == us, |_| false);
         }
         assert_eq!(n.len(), MAX_NEIGHBOURS);
-        // A known one still follows a change; the kernel's seed too.
+        // A known one still follows a change.
         let first = Ipv4Addr::from(0x0a00_0000);
         let other = EthernetAddress([2, 0, 0, 0, 0, 10]);
-        n.learn(3, first, other);
+        let len = arp_request(&mut buf, other, first, first);
+        n.learn_from_arp(3, &buf[..len], |a| a == us, |_| false);
         assert_eq!(n.get(3, first), Some(other));
+        // The answer for a neighbour we are resolving gets in, and so does
+        // the kernel's table; the table stays at the cap.
+        let gw = Ipv4Addr::new(192, 0, 2, 254);
+        let len = arp_request(&mut buf, other, gw, us);
+        n.learn_from_arp(3, &buf[..len], |a| a == us, |a| a == gw);
+        assert_eq!(n.get(3, gw), Some(other), "resolved despite the flood");
         n.learn(3, Ipv4Addr::new(192, 0, 2, 99), other);
-        assert_eq!(n.get(3, Ipv4Addr::new(192, 0, 2, 99)), None, "full");
+        assert_eq!(n.get(3, Ipv4Addr::new(192, 0, 2, 99)), Some(other));
+        assert_eq!(n.len(), MAX_NEIGHBOURS);
     }
 }

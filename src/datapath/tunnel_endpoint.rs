@@ -375,11 +375,28 @@ fn open_tun(device: &str, napi: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Whether the device attached to `fd` has `IFF_NAPI` (TUNGETIFF): kernels
+/// that do not know the flag drop it silently instead of refusing it.
+fn has_napi(fd: &OwnedFd) -> bool {
+    let mut request = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    // SAFETY: TUNGETIFF writes a `struct ifreq` (IfReqFlags has its layout
+    // and size), which lives for the whole call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut request as *mut _) };
+    rc == 0 && libc::c_int::from(request.flags) & IFF_NAPI != 0
+}
+
 /// [`open_tun`] with `IFF_NAPI`, or without it if the kernel refuses the
-/// attach with it (EINVAL); says which was asked for.
+/// attach with it (EINVAL); says whether the device has it.
 fn attach_tun(device: &str) -> io::Result<(OwnedFd, bool)> {
     match open_tun(device, true) {
-        Ok(fd) => Ok((fd, true)),
+        Ok(fd) => {
+            let napi = has_napi(&fd);
+            Ok((fd, napi))
+        }
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             open_tun(device, false).map(|fd| (fd, false))
         }
@@ -468,7 +485,7 @@ impl TunnelEndpoint {
         if !napi {
             tracing::warn!(
                 device,
-                "the kernel refused IFF_NAPI: no GRO on the TUN device"
+                "the kernel has no IFF_NAPI for TUN devices: no GRO on the TUN device"
             );
         }
         let raw = open_raw_ipip()?;

@@ -386,10 +386,16 @@ impl Worker {
             let len = f.snaplen;
             let buf = self.sockets[k].ring.buf_mut(&f);
             if len >= 14 && buf[HEADROOM + 12..HEADROOM + 14] == [0x08, 0x06] {
+                let pending = &self.egress.pending;
                 self.egress.neighbours.learn_from_arp(
                     ifindex,
                     &buf[HEADROOM..HEADROOM + len],
                     |a| snap.host.is_local(a) || snap.is_vip(a),
+                    |a| {
+                        pending
+                            .iter()
+                            .any(|p| p.used && p.ifindex == ifindex && p.next_hop == a)
+                    },
                 );
             }
             let mut frame = Frame {
