@@ -353,6 +353,17 @@ fn router_mac_for(topo: &Topology, vip: &str) -> Option<String> {
     words.next().map(str::to_string)
 }
 
+/// Gives the router a stale neighbour entry: `vip` under `mac` (another
+/// director's, as after the VIP moved).
+fn router_has_stale(topo: &Topology, vip: &str, mac: &str) {
+    topo.exec_ok(
+        "rtr",
+        &[
+            "ip", "neigh", "replace", vip, "lladdr", mac, "dev", "eth0", "nud", "stale",
+        ],
+    );
+}
+
 #[test]
 fn vips_are_announced_by_gratuitous_arp_at_start_and_reload() {
     let topo = Topology::with_gateway(3, Gateway::Director);
@@ -360,12 +371,7 @@ fn vips_are_announced_by_gratuitous_arp_at_start_and_reload() {
     // VIPs moved here), as a router on the VIPs' segment would.
     let old = "02:00:00:00:99:99";
     for vip in ["203.0.113.10", "203.0.113.11"] {
-        topo.exec_ok(
-            "rtr",
-            &[
-                "ip", "neigh", "replace", vip, "lladdr", old, "dev", "eth0", "nud", "stale",
-            ],
-        );
+        router_has_stale(&topo, vip, old);
     }
     let config = nat_config(&topo, "rr", [1, 1, 1], "");
     let mut daemon = Daemon::start(&topo, &config);
@@ -395,21 +401,7 @@ fn vips_are_announced_by_gratuitous_arp_at_start_and_reload() {
     moves_here("203.0.113.11", "after the reload");
 
     // A VIP the kernel owns is the kernel's to announce: none from rvs.
-    topo.exec_ok(
-        "rtr",
-        &[
-            "ip",
-            "neigh",
-            "replace",
-            "203.0.113.12",
-            "lladdr",
-            old,
-            "dev",
-            "eth0",
-            "nud",
-            "stale",
-        ],
-    );
+    router_has_stale(&topo, "203.0.113.12", old);
     topo.exec_ok(
         "dir",
         &["ip", "addr", "add", "203.0.113.12/32", "dev", "lo"],
@@ -430,4 +422,66 @@ fn vips_are_announced_by_gratuitous_arp_at_start_and_reload() {
     assert_eq!(router_mac_for(&topo, "203.0.113.12").as_deref(), Some(old));
     let status = daemon.stop();
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn route_and_address_changes_are_followed_without_a_reload() {
+    let topo = Topology::with_gateway(3, Gateway::Director);
+    topo.start_http_servers(8080);
+    // The director starts with no route back to the client, and owns a
+    // VIP (203.0.113.12) on lo: the kernel answers ARP for it, not rvs.
+    topo.exec_ok("dir", &["ip", "route", "del", "default"]);
+    topo.exec_ok(
+        "dir",
+        &["ip", "addr", "add", "203.0.113.12/32", "dev", "lo"],
+    );
+    let old = "02:00:00:00:99:99";
+    router_has_stale(&topo, "203.0.113.12", old);
+    let config =
+        nat_config(&topo, "rr", [1, 1, 1], "").replace("203.0.113.10:53", "203.0.113.12:53");
+    let daemon = Daemon::start(&topo, &config);
+    assert!(
+        topo.curl("http://203.0.113.10/", Duration::from_secs(2))
+            .is_err(),
+        "answered with no route to the client:\n{}",
+        daemon.log()
+    );
+
+    // The operator adds the route: followed within a second or so, no SIGHUP.
+    topo.exec_ok(
+        "dir",
+        &["ip", "route", "add", "default", "via", "192.0.2.254"],
+    );
+    let served = wait_until(T, || {
+        topo.curl("http://203.0.113.10/", Duration::from_secs(1))
+            .ok()
+    });
+    assert!(
+        served.is_some(),
+        "the new route was not followed:\n{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("routes changed"), "{}", daemon.log());
+    assert_eq!(router_mac_for(&topo, "203.0.113.12").as_deref(), Some(old));
+
+    // The kernel gives the VIP up: rvs answers for it now, and says so.
+    topo.exec_ok(
+        "dir",
+        &["ip", "addr", "del", "203.0.113.12/32", "dev", "lo"],
+    );
+    let director = common::lan_mac(1);
+    let moved = wait_until(T, || {
+        (router_mac_for(&topo, "203.0.113.12").as_deref() == Some(director.as_str())).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "no gratuitous ARP after the kernel gave the VIP up: {:?}\n{}",
+        router_mac_for(&topo, "203.0.113.12"),
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("reloaded"),
+        "nothing here is a reload: {}",
+        daemon.log()
+    );
 }

@@ -23,8 +23,10 @@ use crate::control::state;
 use crate::core::config::{Config, ConnPolicy, Protocol};
 use crate::core::conntrack::RealId;
 use crate::core::director::ConnInfo;
+use crate::core::host::HostView;
 use crate::core::service::{RealKey, RuntimeState, ServiceKey};
 use crate::core::Director;
+use crate::datapath::hostwatch::HostWatch;
 use crate::datapath::worker::{Datapath, FilterHandle};
 use crate::datapath::{nft, system};
 
@@ -144,6 +146,10 @@ fn parse_service(s: &str) -> Result<ServiceKey, String> {
 impl State {
     fn apply(&mut self) -> Result<(), String> {
         let host = system::host_view().map_err(|e| format!("cannot read interfaces: {e}"))?;
+        self.apply_host(host)
+    }
+
+    fn apply_host(&mut self, host: HostView) -> Result<(), String> {
         self.director
             .set_config(self.config.clone(), Arc::new(host), &self.runtime);
         let snap = self.director.snapshot();
@@ -236,6 +242,36 @@ impl State {
         };
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         result
+    }
+
+    /// The kernel's interfaces, addresses or routes may have changed (the
+    /// netlink watch heard something): applies the host as it is now, if
+    /// it differs from the running one. Connections and scheduler state are
+    /// kept, as for a health change.
+    fn host_changed(&mut self) {
+        let host = match system::host_view() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("cannot read interfaces after a change: {e}");
+                return;
+            }
+        };
+        if *self.director.snapshot().host == host {
+            return;
+        }
+        for name in &self.interfaces {
+            if !host.interfaces.iter().any(|i| &i.name == name) {
+                tracing::error!("data interface {name} is gone: rvs forwards nothing on it until restarted once it is back");
+            }
+        }
+        tracing::info!(
+            routes = host.routes.len(),
+            local_addresses = host.local_addrs.len(),
+            "the host's interfaces, addresses or routes changed: applied"
+        );
+        if let Err(e) = self.apply_host(host) {
+            tracing::error!("applying the host change: {e}");
+        }
     }
 
     fn on_health(&mut self, ev: HealthEvent) {
@@ -899,6 +935,14 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
                 }
             });
         }
+        match HostWatch::open() {
+            Ok(w) => {
+                tokio::spawn(watch_host(state.clone(), w));
+            }
+            Err(e) => tracing::warn!(
+                "cannot watch the host for route and address changes ({e}): a reload picks them up"
+            ),
+        }
         let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Setup(e.to_string()))?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| DaemonError::Setup(e.to_string()))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Setup(e.to_string()))?;
@@ -953,6 +997,49 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     }
     remove_control_socket(&cfg.daemon.control_socket);
     result
+}
+
+/// How long a burst of host changes (an address brings its routes; a link
+/// going down takes several) is let settle before the host is read again.
+const HOST_SETTLE: Duration = Duration::from_millis(100);
+
+/// Re-reads the host whenever the netlink watch hears a change, after
+/// [`HOST_SETTLE`]; the state compares and applies (`State::host_changed`).
+async fn watch_host(state: Arc<Mutex<State>>, watch: HostWatch) {
+    // SAFETY: HostWatch owns its descriptor (an OwnedFd), open and the same
+    // until the AsyncFd, which owns the HostWatch, is dropped.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(watch, tokio::io::Interest::READABLE)
+    };
+    let fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("cannot watch the host for changes ({e}): a reload picks them up");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable().await else {
+            return;
+        };
+        let heard = guard.get_inner().drain();
+        guard.clear_ready();
+        match heard {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!("host watch failed ({e}): a reload picks changes up");
+                return;
+            }
+        }
+        tokio::time::sleep(HOST_SETTLE).await;
+        let _ = fd.get_ref().drain();
+        let st = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            st.lock().unwrap_or_else(|e| e.into_inner()).host_changed()
+        })
+        .await;
+    }
 }
 
 /// Removes the control socket at exit; anything that is not a socket (a
