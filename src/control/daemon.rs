@@ -592,22 +592,49 @@ async fn write_conns<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     director: Arc<Director>,
     filter: Option<ServiceKey>,
+    timeout: Duration,
 ) -> std::io::Result<()> {
     // Two parts in flight at most: the producer waits for the socket.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
     let producer = tokio::task::spawn_blocking(move || {
         conns_parts(&director, filter, |buf| tx.blocking_send(buf).is_ok());
     });
-    w.write_all(b"{\"ok\":true,\"connections\":[").await?;
-    while let Some(buf) = rx.recv().await {
-        w.write_all(&buf).await?;
+    let mut written = write_bounded(w, b"{\"ok\":true,\"connections\":[", timeout).await;
+    while written.is_ok() {
+        let Some(buf) = rx.recv().await else { break };
+        written = write_bounded(w, &buf, timeout).await;
     }
-    // The producer ended (channel closed); a panic in it would leave the
-    // array unterminated, which the client reports as a bad answer.
-    if producer.await.is_err() {
+    // On a write error the producer's next send fails and it ends: the
+    // blocking thread is free again before this returns.
+    drop(rx);
+    let produced = producer.await;
+    written?;
+    // A panic in the producer would leave the array unterminated, which
+    // the client reports as a bad answer.
+    if produced.is_err() {
         return Err(std::io::Error::other("listing the connection table failed"));
     }
-    w.write_all(b"]}\n").await
+    write_bounded(w, b"]}\n", timeout).await
+}
+
+/// How long a control client may leave an answer unread before it is
+/// dropped: a `rvs conns` stopped with Ctrl-Z must not hold a thread.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `write_all`, failing with `TimedOut` if the peer takes in nothing for
+/// `timeout`.
+async fn write_bounded<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(timeout, w.write_all(buf)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the control client stopped reading",
+        )),
+    }
 }
 
 /// The gid of `name` (`getgrnam_r`).
@@ -698,7 +725,10 @@ async fn serve_client(state: Arc<Mutex<State>>, stream: UnixStream, group: Optio
                 match answer {
                     Ok(Answer::Line(v)) => v,
                     Ok(Answer::Conns(director, filter)) => {
-                        if write_conns(&mut w, director, filter).await.is_err() {
+                        if write_conns(&mut w, director, filter, CLIENT_WRITE_TIMEOUT)
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         continue;
@@ -710,7 +740,10 @@ async fn serve_client(state: Arc<Mutex<State>>, stream: UnixStream, group: Optio
         };
         let mut out = resp.to_string();
         out.push('\n');
-        if w.write_all(out.as_bytes()).await.is_err() {
+        if write_bounded(&mut w, out.as_bytes(), CLIENT_WRITE_TIMEOUT)
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -1054,6 +1087,32 @@ fn remove_control_socket(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that asks for the connection table and reads nothing is
+    /// dropped after the timeout, and the thread listing the table is free
+    /// again (write_conns waits for it before returning).
+    #[test]
+    fn a_conns_client_that_stops_reading_is_dropped() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let director = Arc::new(Director::new(
+            Arc::new(Config::default()),
+            Arc::new(HostView::default()),
+            &RuntimeState::default(),
+            Instant::now(),
+        ));
+        rt.block_on(async {
+            // Room for 4 bytes, which nobody reads.
+            let (mut ours, _theirs) = tokio::io::duplex(4);
+            let t = Instant::now();
+            let r = write_conns(&mut ours, director, None, Duration::from_millis(200)).await;
+            let e = r.expect_err("a stalled client must not hold the answer");
+            assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        });
+    }
 
     #[test]
     fn within_is_lexical_and_refuses_dot_dot() {
