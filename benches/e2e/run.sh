@@ -350,6 +350,9 @@ except ValueError:
 vals = d.values() if isinstance(d, dict) else [x.get("packets", x.get("count", 0)) for x in d]
 print(sum(int(v or 0) for v in vals))' || echo 0
 }
+cal_ipis() { # function-call interrupts received so far by GEN_CPU and DIR_CPU
+    awk -v g=$((GEN_CPU + 2)) -v d=$((DIR_CPU + 2)) '$1 == "CAL:" { print $g, $d }' /proc/interrupts
+}
 rec() { printf '%s\t%s\t%s\t%s\n' "$SCEN" "$1" "$RUN" "$2" >> "$RAW"; }
 rs_counter() { # sum of counter $1 over the real servers
     local i n=0 v
@@ -392,8 +395,11 @@ EOF
     fi
     r0=$(rvs_ticks)
     c=$(cpu_ticks)
+    local cal0 cal1
+    cal0=$(cal_ipis)
     nsx cli timeout -s INT "$DUR" taskset -c "$GEN_CPU" env LD_PRELOAD="$SHIM" trafgen --no-sock-mem --notouch-irq -C -P 1 --dev eth0 --conf "$cfg" >"$TMP/trafgen.log" 2>&1 || true
     local busy si; busy=$(busy_since "$c"); si=$(softirq_since "$c")
+    cal1=$(cal_ipis)
     r1=$(rvs_ticks)
     [ -n "$stat_pid" ] && { wait "$stat_pid" || true; }
     if [ -n "$perf_pid" ]; then
@@ -438,6 +444,13 @@ EOF
     rec dir_rx "$(awk -v n="$((drx1 - drx0))" -v s="$sent" 'BEGIN { printf "%.2f", (s > 0 ? n / s : 0) }')"
     rec dir_tx "$(awk -v n="$((dtx1 - dtx0))" -v s="$sent" 'BEGIN { printf "%.2f", (s > 0 ? n / s : 0) }')"
     rec pps_softirq "$si"
+    # Function-call IPIs (RPS wake-ups of another core's backlog, mostly)
+    # each core received during the load, per delivered packet: on this VM
+    # each costs its sender a trap to the hypervisor (benches/README.md).
+    local g0 g1 k0 k1
+    read -r g0 k0 <<<"$cal0"; read -r g1 k1 <<<"$cal1"
+    rec ipi_gen "$(awk -v n="$((g1 - g0))" -v p="$delivered" 'BEGIN { printf "%.3f", (p > 0 ? n / p : 0) }')"
+    rec ipi_dir "$(awk -v n="$((k1 - k0))" -v p="$delivered" 'BEGIN { printf "%.3f", (p > 0 ? n / p : 0) }')"
     local u0 s0 u1 s1
     read -r u0 s0 <<<"$r0"; read -r u1 s1 <<<"$r1"
     rec rvs_usr "$(awk -v t="$((u1 - u0))" -v hz="$hz" -v d="$DUR" 'BEGIN { printf "%.0f", 100 * t / hz / d }')"
@@ -591,6 +604,7 @@ for s in scen:
     extra += f"; director eth0 frames per offered packet: in {f(med(s, 'dir_rx'), '.2f')}, out {f(med(s, 'dir_tx'), '.2f')}"
     extra += f"; director core during it: softirq {f(med(s, 'pps_softirq'), '.0f')} %"
     extra += f" (softirq + rvs time per packet {f(med(s, 'cost_split_us'), '.2f')} µs, counting softirq in rvs's context twice)"
+    extra += f"; IPIs per delivered packet received by the generator core {f(med(s, 'ipi_gen'), '.2f')}, by the director core {f(med(s, 'ipi_dir'), '.2f')}"
     if s in ("nat", "dr", "tun"):
         extra += f", rvs user {f(med(s, 'rvs_usr'), '.0f')} % + sys {f(med(s, 'rvs_sys'), '.0f')} % of a core"
     if s == "tun":
