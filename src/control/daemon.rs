@@ -1036,6 +1036,11 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
 /// going down takes several) is let settle before the host is read again.
 const HOST_SETTLE: Duration = Duration::from_millis(100);
 
+/// Least time between two reads of the host: a routing daemon rewriting
+/// routes all the time costs one read of `/proc/net/route` per second, not
+/// one per change (changes in between are applied at the next read).
+const HOST_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Re-reads the host whenever the netlink watch hears a change, after
 /// [`HOST_SETTLE`]; the state compares and applies (`State::host_changed`).
 async fn watch_host(state: Arc<Mutex<State>>, watch: HostWatch) {
@@ -1072,6 +1077,9 @@ async fn watch_host(state: Arc<Mutex<State>>, watch: HostWatch) {
             st.lock().unwrap_or_else(|e| e.into_inner()).host_changed()
         })
         .await;
+        // What arrives meanwhile stays queued (or overflows: ENOBUFS, also
+        // "changed") and wakes the next round at once.
+        tokio::time::sleep(HOST_MIN_INTERVAL.saturating_sub(HOST_SETTLE)).await;
     }
 }
 
