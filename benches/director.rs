@@ -1,7 +1,7 @@
 //! Per-packet cost of `Director::handle` (established and new flows, each
 //! method), the connection table at 10 k and 1 M entries (insert, lookup,
-//! expire), scheduler decisions at 3/100/1000 servers, connection-table
-//! memory per entry. Run: `cargo bench --bench director`.
+//! expire), scheduler decisions at 3/100/1000 servers, route lookups with
+//! 2 and 1002 routes, connection-table memory per entry. Run: `cargo bench --bench director`.
 //!
 //! Each iteration copies the input frame into the buffer first (the
 //! director rewrites in place); that copy (54 bytes) is part of the figure.
@@ -18,6 +18,7 @@ mod fixture;
 use fixture::{config, host, run, run_with, tcp_frame, Churn, VIP};
 use rvs::core::config::{Method, SchedulerKind};
 use rvs::core::director::Verdict;
+use rvs::core::host::{Route, RouteTable};
 use rvs::core::sched::{self, ServerLoad, ServerSlot};
 use rvs::core::service::RuntimeState;
 use rvs::core::Director;
@@ -200,6 +201,35 @@ fn schedulers(c: &mut Criterion) {
     }
 }
 
+/// The route lookup every forwarded packet makes: the test network's host
+/// (one connected /24, a default route), and the same with 1000 more /24s
+/// (a director fed by a routing daemon), for addresses that hit a /24, the
+/// connected subnet and the default route in turn.
+fn routes(c: &mut Criterion) {
+    for extra in [0u32, 1000] {
+        let mut h = host();
+        h.routes.extend((0..extra).map(|i| Route {
+            dst: Ipv4Addr::from(0x0a00_0000 + (i << 8)),
+            prefix: 24,
+            gateway: Some(Ipv4Addr::new(192, 0, 2, 253)),
+            ifindex: 2,
+        }));
+        let t = RouteTable::new(&h);
+        let dsts = [
+            Ipv4Addr::new(10, 2, 7, 1),
+            Ipv4Addr::new(192, 0, 2, 11),
+            Ipv4Addr::new(198, 51, 100, 2),
+        ];
+        let mut k = 0usize;
+        c.bench_function(&format!("route/{}", extra + 2), |b| {
+            b.iter(|| {
+                k = (k + 1) % dsts.len();
+                black_box(t.route(black_box(dsts[k])))
+            })
+        });
+    }
+}
+
 fn memory(_c: &mut Criterion) {
     // Bytes per entry at 1 M connections, table overhead included.
     for method in [Method::Nat, Method::Dr] {
@@ -230,6 +260,6 @@ fn memory(_c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = established, new_flow, conntrack, schedulers, memory
+    targets = established, new_flow, conntrack, schedulers, routes, memory
 }
 criterion_main!(benches);

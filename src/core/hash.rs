@@ -149,10 +149,13 @@ impl<V: Copy + Default> WordMap<V> {
 
     #[inline(always)]
     fn home(&self, word: u64) -> usize {
-        // Fibonacci hashing on a keyed word: the multiply carries every bit
-        // of the key into the top bits, which index the array.
+        // A folded multiply of the keyed word: both halves of the product
+        // carry every input bit into the top bits, which index the array.
+        // (A plain multiply by a keyed factor left structured keys — /24
+        // networks 256 apart — in long runs for some keys: a probe of a
+        // 1000-route table took 7 to 225 ns depending on the seed.)
         #[allow(clippy::cast_possible_truncation)]
-        let i = ((word ^ (self.key >> 1)).wrapping_mul(self.key | MUL) >> self.shift) as usize;
+        let i = (fold_mul(word ^ self.key, MUL) >> self.shift) as usize;
         i
     }
 

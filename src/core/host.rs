@@ -5,6 +5,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::core::hash::{random_key, WordMap};
 use crate::wire::ethernet::EthernetAddress;
 
 /// One interface the director forwards on (or owns addresses on).
@@ -148,13 +149,39 @@ impl HostView {
     }
 }
 
+/// Route tables up to this long are scanned (fastest for the few routes
+/// of a typical director); longer ones are looked up per prefix length.
+const LINEAR_MAX: usize = 16;
+
 /// [`HostView::route`] compiled for the packet path: every candidate
 /// (routes and connected subnets, whose interface exists) as masked words,
-/// longest prefix first, so a lookup is a short scan that stops at the
-/// first match.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// longest prefix first. A short table is a scan that stops at the first
+/// match; a long one (a director fed by a routing daemon) is one hash map
+/// per prefix length, probed longest first, so a lookup costs at most one
+/// probe per distinct prefix length instead of one compare per route.
+#[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     entries: Vec<(u32, u32, u32, Option<Ipv4Addr>)>,
+    /// Empty for short tables. Otherwise (mask, network → (ifindex,
+    /// gateway or 0)) per prefix length, longest first; among equal
+    /// networks the first entry (the kernel's route before a connected
+    /// subnet) is kept, as the scan would find it.
+    by_length: Vec<(u32, WordMap<(u32, u32)>)>,
+}
+
+impl PartialEq for RouteTable {
+    fn eq(&self, other: &Self) -> bool {
+        // `by_length` is derived from `entries`.
+        self.entries == other.entries
+    }
+}
+
+impl Eq for RouteTable {}
+
+/// The nonzero word a network is kept under in [`RouteTable::by_length`].
+#[inline(always)]
+fn net_word(net: u32) -> u64 {
+    (1 << 32) | u64::from(net)
 }
 
 impl RouteTable {
@@ -175,21 +202,42 @@ impl RouteTable {
         // Longest prefix first; among equals, the kernel's routes before
         // connected subnets (stable sort keeps insertion order).
         e.sort_by_key(|x| std::cmp::Reverse(x.0));
-        RouteTable {
-            entries: e.into_iter().map(|(_, m, n, i, g)| (m, n, i, g)).collect(),
+        let entries: Vec<_> = e.into_iter().map(|(_, m, n, i, g)| (m, n, i, g)).collect();
+        let mut by_length: Vec<(u32, WordMap<(u32, u32)>)> = Vec::new();
+        if entries.len() > LINEAR_MAX {
+            // Destinations come from packets: the probe is keyed.
+            let seed = random_key();
+            for &(m, n, i, g) in &entries {
+                if by_length.last().is_none_or(|(lm, _)| *lm != m) {
+                    by_length.push((m, WordMap::new(seed)));
+                }
+                if let Some((_, map)) = by_length.last_mut() {
+                    if !map.contains(net_word(n)) {
+                        map.insert(net_word(n), (i, g.map_or(0, u32::from)));
+                    }
+                }
+            }
         }
+        RouteTable { entries, by_length }
     }
 
     #[inline]
     pub fn route(&self, dst: Ipv4Addr) -> Option<Hop> {
         let d = u32::from(dst);
-        self.entries
-            .iter()
-            .find(|&&(m, n, _, _)| d & m == n)
-            .map(|&(_, _, ifindex, gw)| Hop {
+        if self.by_length.is_empty() {
+            return self.entries.iter().find(|&&(m, n, _, _)| d & m == n).map(
+                |&(_, _, ifindex, gw)| Hop {
+                    ifindex,
+                    next_hop: gw.unwrap_or(dst),
+                },
+            );
+        }
+        self.by_length.iter().find_map(|(m, map)| {
+            map.get(net_word(d & m)).map(|(ifindex, gw)| Hop {
                 ifindex,
-                next_hop: gw.unwrap_or(dst),
+                next_hop: if gw == 0 { dst } else { Ipv4Addr::from(gw) },
             })
+        })
     }
 }
 
@@ -233,6 +281,75 @@ mod tests {
             let a = Ipv4Addr::from(a);
             assert_eq!(t.route(a), h.route(a), "{a}");
         }
+    }
+
+    proptest::proptest! {
+        /// The compiled table, short (scanned) or long (per prefix
+        /// length), routes as the reference longest-prefix match does:
+        /// routes and connected subnets from a small address space so that
+        /// prefixes overlap, nest and repeat, gateways or none, an
+        /// interface that does not exist.
+        #[test]
+        fn compiled_routes_match_the_reference(
+            routes in proptest::collection::vec(
+                (0u32..64, 0u8..=32, 0u32..3, proptest::option::of(1u32..8)),
+                0..80,
+            ),
+            addrs in proptest::collection::vec((0u32..64, 0u8..=32), 0..4),
+            dsts in proptest::collection::vec(0u32..64, 1..40),
+        ) {
+            // Addresses 10.0.0.0 + (x << 26 | x): top and bottom bits vary.
+            let a = |x: u32| Ipv4Addr::from(0x0a00_0000 ^ (x << 26) ^ x);
+            let mut h = host();
+            h.routes = routes
+                .iter()
+                .map(|&(d, p, i, g)| Route {
+                    dst: a(d),
+                    prefix: p,
+                    gateway: g.map(|g| Ipv4Addr::new(192, 0, 2, g as u8)),
+                    ifindex: 1 + i, // 1..3; only 2 exists
+                })
+                .collect();
+            h.interfaces[0].addrs.extend(addrs.iter().map(|&(x, p)| (a(x), p)));
+            let t = RouteTable::new(&h);
+            for &d in &dsts {
+                proptest::prop_assert_eq!(t.route(a(d)), h.route(a(d)), "{}", a(d));
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_table_is_looked_up_per_prefix_length() {
+        let mut h = host();
+        // 1000 /24s via one gateway, one /16 over part of them via another.
+        h.routes.extend((0..1000u32).map(|i| Route {
+            dst: Ipv4Addr::from(0x0a00_0000 + (i << 8)),
+            prefix: 24,
+            gateway: Some(Ipv4Addr::new(192, 0, 2, 253)),
+            ifindex: 2,
+        }));
+        h.routes.push(Route {
+            dst: Ipv4Addr::new(10, 1, 0, 0),
+            prefix: 16,
+            gateway: Some(Ipv4Addr::new(192, 0, 2, 252)),
+            ifindex: 2,
+        });
+        let t = RouteTable::new(&h);
+        assert!(!t.by_length.is_empty());
+        let hop = |a: [u8; 4]| t.route(Ipv4Addr::from(a)).map(|h| h.next_hop);
+        assert_eq!(hop([10, 0, 7, 9]), Some(Ipv4Addr::new(192, 0, 2, 253)));
+        // 10.1.0.0/24 .. 10.1.255.0/24 are among the /24s up to 10.3.231.0.
+        assert_eq!(hop([10, 1, 5, 1]), Some(Ipv4Addr::new(192, 0, 2, 253)));
+        assert_eq!(
+            hop([10, 4, 0, 1]),
+            Some(Ipv4Addr::new(192, 0, 2, 254)),
+            "default"
+        );
+        assert_eq!(
+            hop([192, 0, 2, 11]),
+            Some(Ipv4Addr::new(192, 0, 2, 11)),
+            "on link"
+        );
     }
 
     #[test]
