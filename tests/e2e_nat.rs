@@ -439,7 +439,7 @@ fn route_and_address_changes_are_followed_without_a_reload() {
     router_has_stale(&topo, "203.0.113.12", old);
     let config =
         nat_config(&topo, "rr", [1, 1, 1], "").replace("203.0.113.10:53", "203.0.113.12:53");
-    let daemon = Daemon::start(&topo, &config);
+    let mut daemon = Daemon::start(&topo, &config);
     assert!(
         topo.curl("http://203.0.113.10/", Duration::from_secs(2))
             .is_err(),
@@ -484,4 +484,6 @@ fn route_and_address_changes_are_followed_without_a_reload() {
         "nothing here is a reload: {}",
         daemon.log()
     );
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
 }

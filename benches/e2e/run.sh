@@ -351,6 +351,7 @@ vals = d.values() if isinstance(d, dict) else [x.get("packets", x.get("count", 0
 print(sum(int(v or 0) for v in vals))' || echo 0
 }
 cal_ipis() { # function-call interrupts received so far by GEN_CPU and DIR_CPU
+    # (columns are the online CPUs in order: right while cores 0 and 1 are online)
     awk -v g=$((GEN_CPU + 2)) -v d=$((DIR_CPU + 2)) '$1 == "CAL:" { print $g, $d }' /proc/interrupts
 }
 rec() { printf '%s\t%s\t%s\t%s\n' "$SCEN" "$1" "$RUN" "$2" >> "$RAW"; }
@@ -427,7 +428,7 @@ EOF
     if grep -q "Flushing TX_RING failed" "$TMP/trafgen.log"; then
         log "$SCEN run $RUN: trafgen died before the end of its load: this run's pps is not the director's"
     fi
-    rec gen_refused "$(awk '/^trafgen shim:/ { n = $3 } END { print n + 0 }' "$TMP/trafgen.log")"
+    rec gen_refused "$(awk '/^trafgen shim:/ { n += $3 } END { print n + 0 }' "$TMP/trafgen.log")"
     # For TUN the director's work ends when the encapsulated packet reaches
     # the real server (outer count); the inner count also includes the
     # user-space decapsulation on the real servers.

@@ -35,9 +35,14 @@ int socket(int domain, int type, int protocol)
 
 	if (!real)
 		real = (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket");
+	if (!real) {
+		errno = ENOSYS;
+		return -1;
+	}
 	fd = real(domain, type, protocol);
-	if (fd >= 0 && domain == AF_PACKET)
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size));
+	if (fd >= 0 && domain == AF_PACKET &&
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) != 0)
+		perror("trafgen shim: SO_SNDBUFFORCE");
 	return fd;
 }
 
@@ -52,6 +57,10 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 		real = (ssize_t (*)(int, const void *, size_t, int,
 				    const struct sockaddr *, socklen_t))
 			dlsym(RTLD_NEXT, "sendto");
+	if (!real) {
+		errno = ENOSYS;
+		return -1;
+	}
 	n = real(fd, buf, len, flags, addr, addrlen);
 	if (n < 0 && errno == EAGAIN && buf == NULL && len == 0) {
 		refused++;

@@ -77,6 +77,12 @@ struct State {
     rates: HashMap<RealId, Rate>,
     /// Services whose up weight is below their quorum (logged on crossing).
     below_quorum: HashSet<ServiceKey>,
+    /// The last apply stored its snapshot but its socket filters or
+    /// steering failed: the next host change applies even an unchanged host.
+    unapplied: bool,
+    /// Set once the daemon is stopping: nothing may install steering after
+    /// it is removed.
+    stopping: bool,
 }
 
 fn log_diagnostics(diags: &[Diagnostic]) {
@@ -150,13 +156,30 @@ impl State {
     }
 
     fn apply_host(&mut self, host: HostView) -> Result<(), String> {
+        self.apply_host_with(host, false)
+    }
+
+    /// Applies the configuration with `host`; with `keep_steering`, the
+    /// nftables table is only rewritten if its ruleset changed (a route
+    /// change alone does not touch it).
+    fn apply_host_with(&mut self, host: HostView, keep_steering: bool) -> Result<(), String> {
+        if self.stopping {
+            return Err("rvs is stopping".into());
+        }
+        let before = (keep_steering && !self.unapplied)
+            .then(|| nft::ruleset(&self.director.snapshot(), &self.interfaces));
         self.director
             .set_config(self.config.clone(), Arc::new(host), &self.runtime);
         let snap = self.director.snapshot();
+        self.unapplied = true;
         self.filter
             .update(&snap)
             .map_err(|e| format!("updating socket filters: {e}"))?;
-        nft::apply(&snap, &self.interfaces).map_err(|e| e.to_string())
+        if before.as_deref() != Some(nft::ruleset(&snap, &self.interfaces).as_str()) {
+            nft::apply(&snap, &self.interfaces).map_err(|e| e.to_string())?;
+        }
+        self.unapplied = false;
+        Ok(())
     }
 
     fn reload(&mut self) -> Result<(), Vec<String>> {
@@ -249,6 +272,9 @@ impl State {
     /// it differs from the running one. Connections and scheduler state are
     /// kept, as for a health change.
     fn host_changed(&mut self) {
+        if self.stopping {
+            return;
+        }
         let host = match system::host_view() {
             Ok(h) => h,
             Err(e) => {
@@ -256,7 +282,7 @@ impl State {
                 return;
             }
         };
-        if *self.director.snapshot().host == host {
+        if *self.director.snapshot().host == host && !self.unapplied {
             return;
         }
         for name in &self.interfaces {
@@ -269,8 +295,8 @@ impl State {
             local_addresses = host.local_addrs.len(),
             "the host's interfaces, addresses or routes changed: applied"
         );
-        if let Err(e) = self.apply_host(host) {
-            tracing::error!("applying the host change: {e}");
+        if let Err(e) = self.apply_host_with(host, true) {
+            tracing::error!("applying the host change: {e} (tried again at the next change)");
         }
     }
 
@@ -594,10 +620,26 @@ async fn write_conns<W: tokio::io::AsyncWrite + Unpin>(
     filter: Option<ServiceKey>,
     timeout: Duration,
 ) -> std::io::Result<()> {
+    write_array(
+        w,
+        move |send: &mut dyn FnMut(Vec<u8>) -> bool| conns_parts(&director, filter, send),
+        timeout,
+    )
+    .await
+}
+
+/// Writes `{"ok":true,"connections":[` + the parts `produce` hands to its
+/// `send` (on a blocking thread; `send` returns false once the client is
+/// gone) + `]}` and a newline.
+async fn write_array<W, P>(w: &mut W, produce: P, timeout: Duration) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    P: FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) + Send + 'static,
+{
     // Two parts in flight at most: the producer waits for the socket.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
     let producer = tokio::task::spawn_blocking(move || {
-        conns_parts(&director, filter, |buf| tx.blocking_send(buf).is_ok());
+        produce(&mut |buf| tx.blocking_send(buf).is_ok());
     });
     let mut written = write_bounded(w, b"{\"ok\":true,\"connections\":[", timeout).await;
     while written.is_ok() {
@@ -617,24 +659,32 @@ async fn write_conns<W: tokio::io::AsyncWrite + Unpin>(
     write_bounded(w, b"]}\n", timeout).await
 }
 
-/// How long a control client may leave an answer unread before it is
-/// dropped: a `rvs conns` stopped with Ctrl-Z must not hold a thread.
+/// How long a control client may take in nothing of an answer before it
+/// is dropped: a `rvs conns` stopped with Ctrl-Z must not hold a thread.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `write_all`, failing with `TimedOut` if the peer takes in nothing for
-/// `timeout`.
+/// `timeout` (each write that makes progress starts the wait again, so a
+/// slow but steady reader is not cut off).
 async fn write_bounded<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
-    buf: &[u8],
+    mut buf: &[u8],
     timeout: Duration,
 ) -> std::io::Result<()> {
-    match tokio::time::timeout(timeout, w.write_all(buf)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the control client stopped reading",
-        )),
+    while !buf.is_empty() {
+        match tokio::time::timeout(timeout, w.write(buf)).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => buf = &buf[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the control client stopped reading",
+                ))
+            }
+        }
     }
+    Ok(())
 }
 
 /// The gid of `name` (`getgrnam_r`).
@@ -849,6 +899,9 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             cfg.daemon.control_socket.display()
         )));
     }
+    // Opened before the host is first read, so that a change from here on
+    // (DHCP, a routing daemon at boot) is queued and applied once running.
+    let watch = HostWatch::open();
     let host = system::host_view()
         .map_err(|e| DaemonError::Setup(format!("cannot read interfaces: {e}")))?;
     let mut ifindexes = Vec::new();
@@ -926,6 +979,8 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             samples: HashMap::new(),
             rates: HashMap::new(),
             below_quorum: HashSet::new(),
+            unapplied: false,
+            stopping: false,
         }));
         {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -968,7 +1023,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
                 }
             });
         }
-        match HostWatch::open() {
+        match watch {
             Ok(w) => {
                 tokio::spawn(watch_host(state.clone(), w));
             }
@@ -1019,6 +1074,10 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
                 _ = int.recv() => break,
             }
         }
+        // Waits for an apply in progress (a host change, a control command)
+        // and keeps any later one from reinstalling the steering that is
+        // removed below.
+        state.lock().unwrap_or_else(|e| e.into_inner()).stopping = true;
         Ok::<(), DaemonError>(())
     });
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -1057,8 +1116,12 @@ async fn watch_host(state: Arc<Mutex<State>>, watch: HostWatch) {
         }
     };
     loop {
-        let Ok(mut guard) = fd.readable().await else {
-            return;
+        let mut guard = match fd.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!("host watch failed ({e}): a reload picks changes up");
+                return;
+            }
         };
         let heard = guard.get_inner().drain();
         guard.clear_ready();
@@ -1097,28 +1160,78 @@ mod tests {
     use super::*;
 
     /// A client that asks for the connection table and reads nothing is
-    /// dropped after the timeout, and the thread listing the table is free
-    /// again (write_conns waits for it before returning).
+    /// dropped after the timeout, and the thread producing the table's
+    /// parts, blocked on the full channel, is released before the answer's
+    /// writer returns.
     #[test]
-    fn a_conns_client_that_stops_reading_is_dropped() {
+    fn a_client_that_stops_reading_is_dropped_and_the_producer_released() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let director = Arc::new(Director::new(
-            Arc::new(Config::default()),
-            Arc::new(HostView::default()),
-            &RuntimeState::default(),
-            Instant::now(),
-        ));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicBool::new(false));
+        let (s, r) = (sent.clone(), refused.clone());
+        // 1000 parts of 1 KiB: far more than the pipe and the channel hold.
+        let produce = move |send: &mut dyn FnMut(Vec<u8>) -> bool| {
+            for _ in 0..1000 {
+                if !send(vec![b'x'; 1024]) {
+                    r.store(true, Ordering::SeqCst);
+                    return;
+                }
+                s.fetch_add(1, Ordering::SeqCst);
+            }
+        };
         rt.block_on(async {
             // Room for 4 bytes, which nobody reads.
             let (mut ours, _theirs) = tokio::io::duplex(4);
             let t = Instant::now();
-            let r = write_conns(&mut ours, director, None, Duration::from_millis(200)).await;
+            let r = tokio::time::timeout(
+                Duration::from_secs(10),
+                write_array(&mut ours, produce, Duration::from_millis(200)),
+            )
+            .await
+            .expect("the writer must give up on its own");
             let e = r.expect_err("a stalled client must not hold the answer");
             assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
             assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        });
+        assert!(
+            refused.load(Ordering::SeqCst),
+            "the producer must have been told the client is gone (sent {})",
+            sent.load(Ordering::SeqCst)
+        );
+        assert!(sent.load(Ordering::SeqCst) < 1000);
+    }
+
+    #[test]
+    fn a_slow_but_steady_reader_gets_the_whole_answer() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (mut ours, mut theirs) = tokio::io::duplex(64);
+            let reader = tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut chunk = [0u8; 64];
+                loop {
+                    // 64 bytes every 20 ms: 4 KiB in ~1.3 s, far longer
+                    // than the 100 ms timeout, never idle that long.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    match tokio::io::AsyncReadExt::read(&mut theirs, &mut chunk).await {
+                        Ok(0) | Err(_) => return got,
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+            let body = vec![b'y'; 4096];
+            write_bounded(&mut ours, &body, Duration::from_millis(100))
+                .await
+                .expect("a reader that keeps reading is served");
+            drop(ours);
+            assert_eq!(reader.await.expect("reader"), body);
         });
     }
 

@@ -110,13 +110,14 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, FastBuild>;
 pub type FastSet<K> = std::collections::HashSet<K, FastBuild>;
 
 /// A read-mostly map from nonzero `u64` words to small values, for the
-/// per-packet lookups of tables the configuration fills (services, VIPs,
-/// NAT real servers): open addressing with linear probing in a power-of-two
-/// array at most half full, one keyed multiply per lookup.
+/// per-packet lookups of tables the configuration and the kernel fill
+/// (services, VIPs, NAT real servers, long route tables): open addressing
+/// with linear probing in a power-of-two array at most half full, one keyed
+/// (folded) multiply per lookup.
 ///
 /// std's `HashMap` costs ~35 instructions a probe here (tag groups, a
 /// bitmask walk, a generic key compare); this costs ~10. Keys come from the
-/// configuration, never from packets: a packet only probes, and with the
+/// configuration or the kernel, never from packets: a packet only probes, and with the
 /// array at most half full a miss ends at the first empty slot, on average
 /// within two.
 #[derive(Debug, Clone)]

@@ -153,6 +153,9 @@ impl HostView {
 /// of a typical director); longer ones are looked up per prefix length.
 const LINEAR_MAX: usize = 16;
 
+/// The networks of one prefix length → (ifindex, gateway).
+type NetMap = WordMap<(u32, Option<Ipv4Addr>)>;
+
 /// [`HostView::route`] compiled for the packet path: every candidate
 /// (routes and connected subnets, whose interface exists) as masked words,
 /// longest prefix first. A short table is a scan that stops at the first
@@ -163,10 +166,10 @@ const LINEAR_MAX: usize = 16;
 pub struct RouteTable {
     entries: Vec<(u32, u32, u32, Option<Ipv4Addr>)>,
     /// Empty for short tables. Otherwise (mask, network → (ifindex,
-    /// gateway or 0)) per prefix length, longest first; among equal
-    /// networks the first entry (the kernel's route before a connected
-    /// subnet) is kept, as the scan would find it.
-    by_length: Vec<(u32, WordMap<(u32, u32)>)>,
+    /// gateway)) per prefix length, longest first; among equal networks the
+    /// first entry (the kernel's route before a connected subnet) is kept,
+    /// as the scan would find it.
+    by_length: Vec<(u32, NetMap)>,
 }
 
 impl PartialEq for RouteTable {
@@ -203,7 +206,7 @@ impl RouteTable {
         // connected subnets (stable sort keeps insertion order).
         e.sort_by_key(|x| std::cmp::Reverse(x.0));
         let entries: Vec<_> = e.into_iter().map(|(_, m, n, i, g)| (m, n, i, g)).collect();
-        let mut by_length: Vec<(u32, WordMap<(u32, u32)>)> = Vec::new();
+        let mut by_length: Vec<(u32, NetMap)> = Vec::new();
         if entries.len() > LINEAR_MAX {
             // Destinations come from packets: the probe is keyed.
             let seed = random_key();
@@ -213,7 +216,7 @@ impl RouteTable {
                 }
                 if let Some((_, map)) = by_length.last_mut() {
                     if !map.contains(net_word(n)) {
-                        map.insert(net_word(n), (i, g.map_or(0, u32::from)));
+                        map.insert(net_word(n), (i, g));
                     }
                 }
             }
@@ -235,7 +238,7 @@ impl RouteTable {
         self.by_length.iter().find_map(|(m, map)| {
             map.get(net_word(d & m)).map(|(ifindex, gw)| Hop {
                 ifindex,
-                next_hop: if gw == 0 { dst } else { Ipv4Addr::from(gw) },
+                next_hop: gw.unwrap_or(dst),
             })
         })
     }
@@ -306,7 +309,11 @@ mod tests {
                 .map(|&(d, p, i, g)| Route {
                     dst: a(d),
                     prefix: p,
-                    gateway: g.map(|g| Ipv4Addr::new(192, 0, 2, g as u8)),
+                    // 0.0.0.0 too: a gateway, however odd, is not "on link".
+                    gateway: g.map(|g| match g {
+                        7 => Ipv4Addr::UNSPECIFIED,
+                        g => Ipv4Addr::new(192, 0, 2, g as u8),
+                    }),
                     ifindex: 1 + i, // 1..3; only 2 exists
                 })
                 .collect();
