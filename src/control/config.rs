@@ -526,6 +526,15 @@ impl<'a> Cx<'a> {
                 Err(Bad)
             }
             Ok(a) => Ok(Some((a, pos))),
+            Err(_) if s.parse::<std::net::SocketAddrV6>().is_ok() => {
+                self.error(
+                    pos,
+                    format!(
+                        "`{key}`: \"{s}\" is IPv6; rvs forwards IPv4 only (no IPv6 services yet)"
+                    ),
+                );
+                Err(Bad)
+            }
             Err(_) => {
                 self.error(
                     pos,

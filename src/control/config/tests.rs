@@ -375,6 +375,14 @@ fn bad_addresses() {
         ]
     );
     assert_eq!(
+        diags(
+            "[[virtual_service]]\nname = \"a\"\naddress = \"[2001:db8::1]:80\"\n\
+             [[virtual_service.real_server]]\naddress = \"192.0.2.11:80\"\n",
+            None
+        ),
+        ["rvs.toml:5:11: error: `address`: \"[2001:db8::1]:80\" is IPv6; rvs forwards IPv4 only (no IPv6 services yet)"]
+    );
+    assert_eq!(
         lines(&run("[daemon]\ninterfaces = [\"eth0\"]\nmetrics_address = \"localhost\"\ncontrol_socket = \"rvs.sock\"\n", None).unwrap_err()),
         [
             "rvs.toml:3:19: error: `metrics_address`: expected an address and port such as \"127.0.0.1:9477\", found \"localhost\"",
