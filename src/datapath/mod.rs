@@ -7,6 +7,7 @@
 
 pub mod afpacket;
 pub mod bpf;
+pub mod coalesce;
 pub mod hostwatch;
 pub mod neigh;
 pub mod nft;

@@ -16,11 +16,14 @@
 //!   owns each VIP as a /32, so the kernel delivers it to the local socket as
 //!   if it had arrived on a wire. Replies leave with the VIP as source, through
 //!   the normal routing table, straight to the client.
+//! - consecutive segments of a TCP stream read in one go are merged in user
+//!   space ([`super::coalesce`]) and written as one TCPv4 GSO packet
+//!   (`IFF_VNET_HDR`), as a NIC driver's GRO does for `ipip`: one `write`
+//!   and one receive in the real server's TCP per burst instead of per
+//!   1448-byte segment;
 //! - the device is opened with `IFF_NAPI` where the kernel allows it, and its
-//!   `gro_flush_timeout` set, so that GRO merges a TCP stream's segments
-//!   written one by one into super-packets before the stack sees them, as a
-//!   NIC driver's GRO does for `ipip`; without it every 1448-byte segment
-//!   costs the real server's TCP stack a full receive (and an ACK per two).
+//!   `gro_flush_timeout` set, so that the kernel's GRO also merges what the
+//!   endpoint wrote separately (segments of bursts read in several goes).
 //!
 //! The inner packet carries the client's source address but arrives on the
 //! TUN device, so reverse-path filtering is turned off on that device and on
@@ -37,6 +40,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::coalesce::{self, Coalescer, VNET_HDR_LEN};
 
 /// Name of the TUN device when none is given.
 pub const DEFAULT_DEVICE: &str = "rvstun0";
@@ -166,6 +171,8 @@ pub struct Counters {
     pub received: u64,
     /// Inner packets written to the TUN device.
     pub delivered: u64,
+    /// Of those, packets written merged with others into one GSO packet.
+    pub merged: u64,
     /// Inner packets the TUN device refused.
     pub write_errors: u64,
     /// Packets the kernel routed out through the TUN device, read and dropped.
@@ -185,8 +192,8 @@ impl fmt::Display for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "received={} delivered={} write_errors={} tun_discarded={}",
-            self.received, self.delivered, self.write_errors, self.tun_discarded
+            "received={} delivered={} merged={} write_errors={} tun_discarded={}",
+            self.received, self.delivered, self.merged, self.write_errors, self.tun_discarded
         )?;
         for reason in DropReason::ALL {
             write!(f, " {}={}", reason.name(), self.dropped(reason))?;
@@ -348,8 +355,12 @@ fn open_tun(device: &str, napi: bool) -> io::Result<OwnedFd> {
 
     let mut request = IfReqFlags {
         name: [0; libc::IFNAMSIZ],
-        // IFF_TUN | IFF_NO_PI | IFF_NAPI = 0x1011, which fits in c_short.
-        flags: (libc::IFF_TUN | libc::IFF_NO_PI | if napi { IFF_NAPI } else { 0 }) as libc::c_short,
+        // IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | IFF_NAPI = 0x5011, which
+        // fits in c_short.
+        flags: (libc::IFF_TUN
+            | libc::IFF_NO_PI
+            | libc::IFF_VNET_HDR
+            | if napi { IFF_NAPI } else { 0 }) as libc::c_short,
         _pad: [0; 22],
     };
     // check_device_name guarantees len < IFNAMSIZ, so a NUL byte remains.
@@ -438,6 +449,8 @@ pub struct TunnelEndpoint {
     gro: bool,
     /// Receive buffer for one outer datagram, allocated once.
     buf: Vec<u8>,
+    /// Merges the TCP segments of one read-out into GSO packets.
+    coalescer: Coalescer,
     counters: Counters,
 }
 
@@ -496,6 +509,7 @@ impl TunnelEndpoint {
             raw,
             gro,
             buf: vec![0; MAX_DATAGRAM],
+            coalescer: Coalescer::default(),
             counters: Counters::default(),
         })
     }
@@ -558,56 +572,81 @@ impl TunnelEndpoint {
         Ok(())
     }
 
-    /// Reads up to `BATCH` outer packets and delivers the valid ones.
+    /// Reads up to `BATCH` outer packets and delivers the valid ones,
+    /// merging what belongs together ([`Coalescer`]); nothing is held back
+    /// once the socket is empty or the batch is done.
     fn drain_raw(&mut self) -> io::Result<()> {
+        let TunnelEndpoint {
+            raw,
+            tun,
+            buf,
+            vips,
+            coalescer,
+            counters,
+            ..
+        } = self;
+        let tun = tun.as_raw_fd();
+        let mut write = |v: &[u8; VNET_HDR_LEN], p: &[u8]| {
+            let iov = [
+                libc::iovec {
+                    iov_base: v.as_ptr() as *mut c_void,
+                    iov_len: v.len(),
+                },
+                libc::iovec {
+                    iov_base: p.as_ptr() as *mut c_void,
+                    iov_len: p.len(),
+                },
+            ];
+            // SAFETY: both iovecs describe live slices for the call; the
+            // device only reads them.
+            let w = unsafe { libc::writev(tun, iov.as_ptr(), 2) };
+            let segments = coalesce::segments(v, p);
+            if w < 0 {
+                counters.write_errors += segments;
+                tracing::debug!(error = %io::Error::last_os_error(), "TUN write failed");
+            } else {
+                counters.delivered += segments;
+            }
+        };
+        let mut result = Ok(());
         for _ in 0..BATCH {
             // SAFETY: `buf` is a live, writable allocation of `buf.len()` bytes.
             let n = unsafe {
                 libc::recv(
-                    self.raw.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast::<c_void>(),
-                    self.buf.len(),
+                    raw.as_raw_fd(),
+                    buf.as_mut_ptr().cast::<c_void>(),
+                    buf.len(),
                     libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                 )
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(()),
-                    _ => Err(e),
-                };
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) {
+                    result = Err(e);
+                }
+                break;
             }
-            self.counters.received += 1;
+            counters.received += 1;
             // n >= 0 was checked above. With MSG_TRUNC, n is the real length.
             let len = n as usize;
-            if len > self.buf.len() {
-                self.counters.drops[DropReason::Truncated.index()] += 1;
+            if len > buf.len() {
+                counters.drops[DropReason::Truncated.index()] += 1;
                 continue;
             }
-            match inner_packet(&self.buf[..len], &self.vips) {
-                Ok(inner) => {
-                    // SAFETY: `inner` is a live slice of `inner.len()` bytes.
-                    let w = unsafe {
-                        libc::write(
-                            self.tun.as_raw_fd(),
-                            inner.as_ptr().cast::<c_void>(),
-                            inner.len(),
-                        )
-                    };
-                    if w < 0 {
-                        self.counters.write_errors += 1;
-                        tracing::debug!(error = %io::Error::last_os_error(), "TUN write failed");
-                    } else {
-                        self.counters.delivered += 1;
-                    }
-                }
+            match inner_packet(&buf[..len], vips) {
+                Ok(inner) => coalescer.push(inner, &mut write),
                 Err(reason) => {
-                    self.counters.drops[reason.index()] += 1;
+                    counters.drops[reason.index()] += 1;
                     tracing::debug!(reason = reason.name(), "dropped outer packet");
                 }
             }
         }
-        Ok(())
+        coalescer.flush(&mut write);
+        counters.merged = coalescer.merged;
+        result
     }
 
     /// Reads and discards up to `BATCH` packets the kernel sent out through
