@@ -351,8 +351,10 @@ vals = d.values() if isinstance(d, dict) else [x.get("packets", x.get("count", 0
 print(sum(int(v or 0) for v in vals))' || echo 0
 }
 cal_ipis() { # function-call interrupts received so far by GEN_CPU and DIR_CPU
-    # (columns are the online CPUs in order: right while cores 0 and 1 are online)
-    awk -v g=$((GEN_CPU + 2)) -v d=$((DIR_CPU + 2)) '$1 == "CAL:" { print $g, $d }' /proc/interrupts
+    # The header names the online CPUs' columns ("CPU0 CPU1 ...").
+    awk -v g="CPU$GEN_CPU" -v d="CPU$DIR_CPU" '
+        NR == 1 { for (i = 1; i <= NF; i++) { if ($i == g) gc = i + 1; if ($i == d) dc = i + 1 } }
+        $1 == "CAL:" { print (gc ? $gc : 0), (dc ? $dc : 0) }' /proc/interrupts
 }
 rec() { printf '%s\t%s\t%s\t%s\n' "$SCEN" "$1" "$RUN" "$2" >> "$RAW"; }
 rs_counter() { # sum of counter $1 over the real servers
