@@ -48,6 +48,9 @@ pub struct Coalescer {
     run: Option<Run>,
     /// Segments that left as part of a merged packet (not alone).
     pub merged: u64,
+    /// Cleared when the device refuses merged packets: everything passes
+    /// through from then on.
+    pub enabled: bool,
 }
 
 impl Default for Coalescer {
@@ -56,6 +59,7 @@ impl Default for Coalescer {
             buf: Vec::with_capacity(MAX_IP_LEN),
             run: None,
             merged: 0,
+            enabled: true,
         }
     }
 }
@@ -104,7 +108,7 @@ impl Coalescer {
     /// Takes one inner packet; calls `out(vnet_header, packet)` for what is
     /// ready to be written (a finished run, or `p` itself), in order.
     pub fn push(&mut self, p: &[u8], out: &mut impl FnMut(&[u8; VNET_HDR_LEN], &[u8])) {
-        let Some((thl, payload)) = mergeable(p) else {
+        let Some((thl, payload)) = mergeable(p).filter(|_| self.enabled) else {
             self.flush(out);
             out(&[0; VNET_HDR_LEN], p);
             return;
@@ -364,6 +368,21 @@ mod tests {
         assert_eq!(&p[52..], &payload[..]);
         assert!(completed_checksum_verifies(p));
         assert_eq!(c.merged, 4);
+    }
+
+    #[test]
+    fn disabled_it_passes_everything_through() {
+        let mut c = Coalescer {
+            enabled: false,
+            ..Coalescer::default()
+        };
+        let pkts = [
+            segment(1000, 100, TCP_ACK, 4000),
+            segment(1100, 100, TCP_ACK, 4000),
+        ];
+        let got = run(&mut c, &pkts);
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|(v, _)| v == &[0; VNET_HDR_LEN]));
     }
 
     #[test]

@@ -594,6 +594,8 @@ impl TunnelEndpoint {
             ..
         } = self;
         let tun = tun.as_raw_fd();
+        let mut refused = false;
+        let refused_gso = &mut refused;
         let mut write = |v: &[u8; VNET_HDR_LEN], p: &[u8]| {
             let iov = [
                 libc::iovec {
@@ -610,8 +612,14 @@ impl TunnelEndpoint {
             let w = unsafe { libc::writev(tun, iov.as_ptr(), 2) };
             let segments = coalesce::segments(v, p);
             if w < 0 {
+                let e = io::Error::last_os_error();
                 counters.write_errors += segments;
-                tracing::debug!(error = %io::Error::last_os_error(), "TUN write failed");
+                if segments > 1 && e.raw_os_error() == Some(libc::EINVAL) {
+                    // A kernel that takes no GSO packets from a TUN writer:
+                    // TCP sends the lost run again, and it goes in segments.
+                    *refused_gso = true;
+                }
+                tracing::debug!(error = %e, "TUN write failed");
             } else {
                 counters.delivered += segments;
             }
@@ -673,6 +681,12 @@ impl TunnelEndpoint {
         }
         coalescer.flush(&mut write);
         counters.merged = coalescer.merged;
+        if refused && coalescer.enabled {
+            coalescer.enabled = false;
+            tracing::warn!(
+                "the TUN device refuses GSO packets: segments are delivered one by one from now on"
+            );
+        }
         result
     }
 
