@@ -152,10 +152,6 @@ fn parse_service(s: &str) -> Result<ServiceKey, String> {
 impl State {
     fn apply(&mut self) -> Result<(), String> {
         let host = system::host_view().map_err(|e| format!("cannot read interfaces: {e}"))?;
-        self.apply_host(host)
-    }
-
-    fn apply_host(&mut self, host: HostView) -> Result<(), String> {
         self.apply_host_with(host, false)
     }
 

@@ -16,14 +16,13 @@
 //! run stays within one IPv4 datagram (65 535 bytes). Anything else passes
 //! through unchanged, with an empty header.
 
-use std::net::Ipv4Addr;
-
 pub use super::afpacket::VNET_HDR_LEN;
 use super::afpacket::{emit_vnet, parse_vnet};
 use crate::core::director::Offload;
 use crate::wire::checksum;
-use crate::wire::ipv4::IpProtocol;
+use crate::wire::ipv4::{IpProtocol, Ipv4Packet};
 use crate::wire::tcp::flags::{ACK as TCP_ACK, PSH as TCP_PSH};
+use crate::wire::tcp::TcpPacket;
 
 /// `GSO_TCPV4`.
 const GSO_TCPV4: u8 = 1;
@@ -64,51 +63,47 @@ impl Default for Coalescer {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+/// What [`mergeable`] found out about a segment.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    /// TCP header length.
+    thl: usize,
+    payload: usize,
+    seq: u32,
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// The TCP header length and payload length of `p` if it may start or
-/// join a run: IPv4 without options, TCP, not a fragment, ACK set and no
-/// flag but PSH besides, some payload, a correct TCP checksum.
-fn mergeable(p: &[u8]) -> Option<(usize, usize)> {
-    if p.len() < 40 || p[0] != 0x45 || p[9] != u8::from(IpProtocol::Tcp) {
+/// `p` as a segment that may start or join a run: IPv4 without options,
+/// TCP, not a fragment, ACK set and no flag but PSH besides, some payload,
+/// a correct TCP checksum.
+fn mergeable(p: &[u8]) -> Option<Segment> {
+    let ip = Ipv4Packet::new_checked(p).ok()?;
+    if ip.header_len() != 20
+        || ip.next_header() != IpProtocol::Tcp
+        || ip.is_fragment()
+        || usize::from(ip.total_len()) != p.len()
+    {
         return None;
     }
-    if be16(p, 6) & 0x3fff != 0 {
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let payload = tcp.payload().len();
+    if payload == 0
+        || tcp.flags() & !TCP_PSH != TCP_ACK
+        || !tcp.verify_checksum(ip.src_addr(), ip.dst_addr())
+    {
         return None;
     }
-    let total = usize::from(be16(p, 2));
-    if total != p.len() {
-        return None;
-    }
-    let thl = usize::from(p[32] >> 4) * 4;
-    if thl < 20 || 20 + thl >= total {
-        return None;
-    }
-    if p[33] & !TCP_PSH != TCP_ACK {
-        return None;
-    }
-    let tcp = &p[20..];
-    let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-    let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
-    #[allow(clippy::cast_possible_truncation)] // total ≤ 65 535
-    let pseudo = checksum::pseudo_header_v4(src, dst, IpProtocol::Tcp, tcp.len() as u16);
-    if checksum::combine(&[pseudo, checksum::data(tcp)]) != 0xffff {
-        return None;
-    }
-    Some((thl, total - 20 - thl))
+    Some(Segment {
+        thl: usize::from(tcp.header_len()),
+        payload,
+        seq: tcp.seq_number(),
+    })
 }
 
 impl Coalescer {
     /// Takes one inner packet; calls `out(vnet_header, packet)` for what is
     /// ready to be written (a finished run, or `p` itself), in order.
     pub fn push(&mut self, p: &[u8], out: &mut impl FnMut(&[u8; VNET_HDR_LEN], &[u8])) {
-        let Some((thl, payload)) = mergeable(p).filter(|_| self.enabled) else {
+        let Some(Segment { thl, payload, seq }) = mergeable(p).filter(|_| self.enabled) else {
             self.flush(out);
             out(&[0; VNET_HDR_LEN], p);
             return;
@@ -118,7 +113,7 @@ impl Coalescer {
             let joins = run.headers == 20 + thl
                 && payload <= run.mss
                 && self.buf.len() + payload <= MAX_IP_LEN
-                && be32(p, 24) == run.next_seq
+                && seq == run.next_seq
                 && p[1] == h[1]
                 && p[8] == h[8]
                 && p[6] & 0x40 == h[6] & 0x40
@@ -154,7 +149,7 @@ impl Coalescer {
         self.buf.clear();
         self.buf.extend_from_slice(p);
         #[allow(clippy::cast_possible_truncation)] // payload < 65 536
-        let next_seq = be32(p, 24).wrapping_add(payload as u32);
+        let next_seq = seq.wrapping_add(payload as u32);
         self.run = Some(Run {
             headers: 20 + thl,
             mss: payload,
@@ -173,22 +168,17 @@ impl Coalescer {
             out(&[0; VNET_HDR_LEN], &self.buf);
             return;
         }
-        let b = &mut self.buf;
-        let total = b.len();
+        let total = self.buf.len();
+        let mut ip = Ipv4Packet::new_unchecked(&mut self.buf[..]);
         #[allow(clippy::cast_possible_truncation)] // total ≤ 65 535
-        b[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        b[10..12].fill(0);
-        let mut h = [0u8; 20];
-        h.copy_from_slice(&b[..20]);
-        let ip_sum = !checksum::header20(&h);
-        b[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+        ip.set_total_len(total as u16);
+        ip.fill_checksum();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
         // NEEDS_CSUM: the field holds the pseudo-header sum, the stack (or
         // a segmentation) completes it over the data.
-        let src = Ipv4Addr::new(b[12], b[13], b[14], b[15]);
-        let dst = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
         #[allow(clippy::cast_possible_truncation)] // total ≤ 65 535
         let pseudo = checksum::pseudo_header_v4(src, dst, IpProtocol::Tcp, (total - 20) as u16);
-        b[36..38].copy_from_slice(&pseudo.to_be_bytes());
+        TcpPacket::new_unchecked(&mut self.buf[20..]).set_checksum(pseudo);
         #[allow(clippy::cast_possible_truncation)] // headers ≤ 80, mss < 65 536
         let v = emit_vnet(&Offload {
             needs_csum: true,
@@ -199,7 +189,7 @@ impl Coalescer {
             hdr_len: run.headers as u16,
         });
         self.merged += u64::from(run.segments);
-        out(&v, b);
+        out(&v, &self.buf);
     }
 }
 
@@ -235,9 +225,6 @@ mod tests {
         p[9] = 6;
         p[12..16].copy_from_slice(&SRC);
         p[16..20].copy_from_slice(&DST);
-        let mut h = [0u8; 20];
-        h.copy_from_slice(&p[..20]);
-        p[10..12].copy_from_slice(&(!checksum::header20(&h)).to_be_bytes());
         let t = &mut p[20..];
         t[0..2].copy_from_slice(&sport.to_be_bytes());
         t[2..4].copy_from_slice(&80u16.to_be_bytes());
@@ -251,15 +238,20 @@ mod tests {
         for (i, b) in t[thl..].iter_mut().enumerate() {
             *b = (seq as usize + i) as u8;
         }
-        let pseudo = checksum::pseudo_header_v4(
-            Ipv4Addr::from(SRC),
-            Ipv4Addr::from(DST),
-            IpProtocol::Tcp,
-            (thl + n) as u16,
-        );
-        let sum = !checksum::combine(&[pseudo, checksum::data(t)]);
-        t[16..18].copy_from_slice(&sum.to_be_bytes());
+        fill_checksums(&mut p);
         p
+    }
+
+    /// Recomputes both checksums of a segment built (or edited) by hand.
+    fn fill_checksums(p: &mut [u8]) {
+        let mut ip = Ipv4Packet::new_unchecked(&mut *p);
+        ip.fill_checksum();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        TcpPacket::new_unchecked(&mut p[20..]).fill_checksum(src, dst);
+    }
+
+    fn sport(p: &[u8]) -> u16 {
+        TcpPacket::new_unchecked(&p[20..]).src_port()
     }
 
     fn run(c: &mut Coalescer, pkts: &[Vec<u8>]) -> Vec<([u8; VNET_HDR_LEN], Vec<u8>)> {
@@ -318,12 +310,12 @@ mod tests {
             for flow in 0..2u16 {
                 let sent: Vec<u8> = pkts
                     .iter()
-                    .filter(|p| be16(p, 20) == 4000 + flow)
+                    .filter(|p| sport(p) == 4000 + flow)
                     .flat_map(|p| payload(p))
                     .collect();
                 let recv: Vec<u8> = got
                     .iter()
-                    .filter(|(_, p)| be16(p, 20) == 4000 + flow)
+                    .filter(|(_, p)| sport(p) == 4000 + flow)
                     .flat_map(|(_, p)| payload(p))
                     .collect();
                 proptest::prop_assert_eq!(sent, recv);
@@ -358,12 +350,16 @@ mod tests {
         assert_eq!((o.csum_start, o.csum_offset), (20, 16));
         assert_eq!(segments(v, p), 4);
         assert_eq!(p.len(), 52 + 340);
-        assert_eq!(usize::from(be16(p, 2)), p.len(), "IP total length");
-        let mut h = [0u8; 20];
-        h.copy_from_slice(&p[..20]);
-        assert_eq!(checksum::header20(&h), 0xffff, "IP header checksum");
-        assert_eq!(p[33], TCP_ACK | TCP_PSH, "the last segment's PSH");
-        assert_eq!(be32(p, 24), 1000, "the first segment's sequence number");
+        let ip = Ipv4Packet::new_checked(&p[..]).expect("IPv4");
+        assert_eq!(usize::from(ip.total_len()), p.len(), "IP total length");
+        assert!(ip.verify_checksum(), "IP header checksum");
+        let tcp = TcpPacket::new_unchecked(&p[20..]);
+        assert_eq!(tcp.flags(), TCP_ACK | TCP_PSH, "the last segment's PSH");
+        assert_eq!(
+            tcp.seq_number(),
+            1000,
+            "the first segment's sequence number"
+        );
         let payload: Vec<u8> = pkts.iter().flat_map(|s| s[52..].to_vec()).collect();
         assert_eq!(&p[52..], &payload[..]);
         assert!(completed_checksum_verifies(p));
@@ -414,17 +410,7 @@ mod tests {
         let mut c = Coalescer::default();
         let mut ts = segment(1200, 100, TCP_ACK, 4000);
         ts[20 + 27] = 4; // TSval changed (the checksum with it)
-        let t = ts[20..].to_vec();
-        let pseudo = checksum::pseudo_header_v4(
-            Ipv4Addr::from(SRC),
-            Ipv4Addr::from(DST),
-            IpProtocol::Tcp,
-            t.len() as u16,
-        );
-        let mut t0 = t.clone();
-        t0[16..18].fill(0);
-        let sum = !checksum::combine(&[pseudo, checksum::data(&t0)]);
-        ts[36..38].copy_from_slice(&sum.to_be_bytes());
+        fill_checksums(&mut ts);
         let got = run(
             &mut c,
             &[

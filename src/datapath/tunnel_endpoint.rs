@@ -452,10 +452,9 @@ pub struct TunnelEndpoint {
     /// `gro_flush_timeout`).
     gro: bool,
     /// Receive buffers for `RECV_BATCH` outer datagrams (one `recvmmsg`),
-    /// allocated once.
+    /// allocated once; the first also takes what the kernel routes out
+    /// through the device.
     bufs: Vec<Vec<u8>>,
-    /// A buffer for what the kernel routes out through the device.
-    buf: Vec<u8>,
     /// Merges the TCP segments of one read-out into GSO packets.
     coalescer: Coalescer,
     counters: Counters,
@@ -516,7 +515,6 @@ impl TunnelEndpoint {
             raw,
             gro,
             bufs: vec![vec![0; MAX_DATAGRAM]; RECV_BATCH],
-            buf: vec![0; MAX_DATAGRAM],
             coalescer: Coalescer::default(),
             counters: Counters::default(),
         })
@@ -694,12 +692,12 @@ impl TunnelEndpoint {
     /// the TUN device (nothing should route there; this keeps its queue empty).
     fn drain_tun(&mut self) -> io::Result<()> {
         for _ in 0..BATCH {
-            // SAFETY: `buf` is a live, writable allocation of `buf.len()` bytes.
+            // SAFETY: `bufs[0]` is a live, writable allocation of its length.
             let n = unsafe {
                 libc::read(
                     self.tun.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast::<c_void>(),
-                    self.buf.len(),
+                    self.bufs[0].as_mut_ptr().cast::<c_void>(),
+                    self.bufs[0].len(),
                 )
             };
             if n < 0 {
