@@ -140,6 +140,20 @@ fn slow_download(topo: &Topology) -> std::process::Child {
     )
 }
 
+/// The (client, real server) of the one ESTABLISHED connection in the
+/// table (waits ≤ `T` for it).
+fn established_entry(topo: &Topology) -> (serde_json::Value, serde_json::Value) {
+    wait_until(T, || {
+        let v = rvs_json(topo, &["conns", "--json"]);
+        v["connections"]
+            .as_array()?
+            .iter()
+            .find(|c| c["state"] == "ESTABLISHED" && c["template"] == false)
+            .map(|c| (c["client"].clone(), c["real_server"].clone()))
+    })
+    .expect("the long flow is in the table")
+}
+
 #[test]
 fn nat_persistence_holds_then_expires() {
     let topo = Topology::with_gateway(3, Gateway::Director);
@@ -204,17 +218,7 @@ fn nat_long_flow_keeps_its_server_while_others_come_and_go() {
     topo.start_http_servers(8080);
     let _daemon = Daemon::start(&topo, &nat_config(&topo, "rr", [1, 1, 1], ""));
     let mut long = slow_download(&topo);
-    let long_entry = || {
-        common::wait_until(Duration::from_secs(5), || {
-            let v = rvs_json(&topo, &["conns", "--json"]);
-            v["connections"]
-                .as_array()?
-                .iter()
-                .find(|c| c["state"] == "ESTABLISHED" && c["template"] == false)
-                .map(|c| (c["client"].clone(), c["real_server"].clone()))
-        })
-        .expect("the long flow is in the table")
-    };
+    let long_entry = || established_entry(&topo);
     let before = long_entry();
     let seen = count(&topo, 30);
     assert_eq!(seen.len(), 3, "{seen:?}");
@@ -346,6 +350,16 @@ fn nat_ttl_runs_out_at_the_director_with_time_exceeded() {
 }
 
 /// The router's cache entry for `vip` on its LAN side: the MAC, if any.
+/// Waits (≤ `T`) until a request to the VIP is answered; fails with `what`
+/// and the daemon's log.
+fn served_within_t(topo: &Topology, what: &str, daemon: &Daemon) {
+    let served = wait_until(T, || {
+        topo.curl("http://203.0.113.10/", Duration::from_secs(1))
+            .ok()
+    });
+    assert!(served.is_some(), "{what}:\n{}", daemon.log());
+}
+
 fn router_mac_for(topo: &Topology, vip: &str) -> Option<String> {
     let out = topo.exec_ok("rtr", &["ip", "neigh", "show", vip, "dev", "eth0"]);
     let mut words = out.split_whitespace();
@@ -452,15 +466,7 @@ fn route_and_address_changes_are_followed_without_a_reload() {
         "dir",
         &["ip", "route", "add", "default", "via", "192.0.2.254"],
     );
-    let served = wait_until(T, || {
-        topo.curl("http://203.0.113.10/", Duration::from_secs(1))
-            .ok()
-    });
-    assert!(
-        served.is_some(),
-        "the new route was not followed:\n{}",
-        daemon.log()
-    );
+    served_within_t(&topo, "the new route was not followed", &daemon);
     assert!(daemon.log().contains("routes changed"), "{}", daemon.log());
     assert_eq!(router_mac_for(&topo, "203.0.113.12").as_deref(), Some(old));
 
@@ -484,6 +490,160 @@ fn route_and_address_changes_are_followed_without_a_reload() {
         "nothing here is a reload: {}",
         daemon.log()
     );
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+}
+
+/// CPU time (user + system, in clock ticks) `pid` has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th of them.
+    let rest = stat.rsplit_once(')').expect("stat format").1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Share of one core `pid` uses over the next second.
+fn cpu_share(pid: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let a = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    (cpu_ticks(pid) - a) as f64 / hz
+}
+
+#[test]
+fn link_flap_and_recreated_data_interface_are_followed_without_a_restart() {
+    let topo = Topology::with_gateway(3, Gateway::Director);
+    topo.start_http_servers(8080);
+    let mut daemon = Daemon::start(&topo, &nat_config(&topo, "rr", [1, 1, 1], ""));
+    // The link goes down and up. The kernel flags each packet socket with
+    // ENETDOWN; a worker that never reads it spins in poll from then on.
+    topo.exec_ok("dir", &["ip", "link", "set", "eth0", "down"]);
+    std::thread::sleep(Duration::from_millis(300));
+    topo.exec_ok("dir", &["ip", "link", "set", "eth0", "up"]);
+    // The kernel dropped the default route with the link.
+    let _ = topo.exec(
+        "dir",
+        &["ip", "route", "replace", "default", "via", "192.0.2.254"],
+    );
+    // Measured with no traffic: a large frame's recvmsg would clear
+    // the error as a side effect.
+    let busy = cpu_share(daemon.pid());
+    assert!(busy < 0.5, "rvs uses {busy:.2} of a core after a link flap");
+    served_within_t(&topo, "nothing forwarded after a link flap", &daemon);
+
+    // A long download, at 20 kB/s, crosses everything below. Small socket
+    // buffers keep its body at the real server, so the file grows only
+    // while the path carries it (the client holds at most ~3 s of it).
+    topo.sysctl("cli", "net.ipv4.tcp_rmem", "4096 16384 65536");
+    for i in 1..=3 {
+        topo.sysctl(&topo.rs(i), "net.ipv4.tcp_wmem", "4096 16384 65536");
+    }
+    let out = topo.tmp_dir().join("long.bin");
+    let out_path = out.to_string_lossy().to_string();
+    let mut long = topo.spawn(
+        "cli",
+        &[
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "--limit-rate",
+            "20k",
+            "-o",
+            &out_path,
+            "http://203.0.113.10/bytes?n=50000000",
+        ],
+    );
+    let size = || std::fs::metadata(&out).map_or(0, |m| m.len());
+    let grows = |what: &str, log: &dyn Fn() -> String| {
+        let from = size();
+        // TCP's retransmission timer backs off while the link is away.
+        let grew = wait_until(4 * T, || (size() > from + 100_000).then_some(()));
+        assert!(
+            grew.is_some(),
+            "the long download stalled {what}:\n{}",
+            log()
+        );
+    };
+    let long_entry = || established_entry(&topo);
+    let before = long_entry();
+    grows("at first", &|| daemon.log());
+
+    // The interface is deleted and built again (new index, same name and
+    // MAC, as a network configuration rebuilding a VLAN or veth would).
+    topo.exec_ok("dir", &["ip", "link", "del", "eth0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mac = common::lan_mac(1);
+    let sw = topo.ns("sw").to_string();
+    topo.exec_ok(
+        "dir",
+        &[
+            "ip", "link", "add", "eth0", "address", &mac, "type", "veth", "peer", "name", "dir",
+            "netns", &sw,
+        ],
+    );
+    topo.exec_ok("sw", &["ip", "link", "set", "dir", "master", "br0"]);
+    topo.exec_ok("sw", &["ip", "link", "set", "dir", "up"]);
+    topo.exec_ok("dir", &["ip", "addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    topo.exec_ok("dir", &["ip", "link", "set", "eth0", "up"]);
+    topo.exec_ok(
+        "dir",
+        &["ip", "route", "add", "default", "via", "192.0.2.254"],
+    );
+    served_within_t(
+        &topo,
+        "nothing forwarded on the re-created interface",
+        &daemon,
+    );
+    grows("after the interface was re-created", &|| {
+        format!(
+            "{}\n{}\n{}\n{}\n{}",
+            daemon.log(),
+            topo.exec_ok("dir", &["ip", "-s", "link", "show", "eth0"]),
+            rvs_json(&topo, &["services", "--json"]),
+            rvs_json(&topo, &["conns", "--json"]),
+            topo.exec_ok("cli", &["ss", "-tni"]),
+        )
+    });
+    assert_eq!(
+        long_entry(),
+        before,
+        "the long flow lost its entry or moved"
+    );
+    assert!(
+        long.try_wait().expect("curl status").is_none(),
+        "the long download ended:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(log.contains("re-created"), "{log}");
+    assert_eq!(
+        log.matches("rvs: ready services").count(),
+        1,
+        "restarted:\n{log}"
+    );
+    let busy = cpu_share(daemon.pid());
+    assert!(
+        busy < 0.5,
+        "rvs uses {busy:.2} of a core after the re-creation"
+    );
+    // The steering is hooked to the new device: the table was replaced
+    // when the sockets were reopened (its counters started again), and the
+    // kernel's copies of the requests since then were dropped by it.
+    let table = topo.exec_ok("dir", &["nft", "list", "table", "netdev", "rvs"]);
+    let dropped: u64 = table
+        .lines()
+        .find(|l| l.contains("203.0.113.10 tcp dport 80"))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|n| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(dropped > 0, "no steering on the new device:\n{table}");
+    let _ = long.kill();
+    let _ = long.wait();
     let status = daemon.stop();
     assert!(status.success(), "{status}");
 }

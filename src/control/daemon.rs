@@ -27,7 +27,7 @@ use crate::core::host::HostView;
 use crate::core::service::{RealKey, RuntimeState, ServiceKey};
 use crate::core::Director;
 use crate::datapath::hostwatch::HostWatch;
-use crate::datapath::worker::{Datapath, FilterHandle};
+use crate::datapath::worker::Datapath;
 use crate::datapath::{nft, system};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +67,10 @@ struct State {
     /// The data interfaces the workers opened at start (a reload cannot
     /// change them).
     interfaces: Vec<String>,
-    filter: FilterHandle,
-    /// Frames received per packet worker (for metrics).
-    worker_packets: Arc<Vec<std::sync::atomic::AtomicU64>>,
+    /// The packet workers; `None` only once the daemon has stopped them.
+    /// Replaced when a data interface is re-created (its sockets were
+    /// bound to the device that went away).
+    datapath: Option<Datapath>,
     health: HealthManager,
     reloads: ReloadCounts,
     transitions: u64,
@@ -168,9 +169,11 @@ impl State {
             .set_config(self.config.clone(), Arc::new(host), &self.runtime);
         let snap = self.director.snapshot();
         self.unapplied = true;
-        self.filter
-            .update(&snap)
-            .map_err(|e| format!("updating socket filters: {e}"))?;
+        if let Some(d) = &self.datapath {
+            d.filter_handle()
+                .update(&snap)
+                .map_err(|e| format!("updating socket filters: {e}"))?;
+        }
         if before.as_deref() != Some(nft::ruleset(&snap, &self.interfaces).as_str()) {
             nft::apply(&snap, &self.interfaces).map_err(|e| e.to_string())?;
         }
@@ -281,18 +284,59 @@ impl State {
         if *self.director.snapshot().host == host && !self.unapplied {
             return;
         }
-        for name in &self.interfaces {
-            if !host.interfaces.iter().any(|i| &i.name == name) {
-                tracing::error!("data interface {name} is gone: rvs forwards nothing on it until restarted once it is back");
-            }
-        }
+        let reopened = self.reopen_if_recreated(&host);
         tracing::info!(
             routes = host.routes.len(),
             local_addresses = host.local_addrs.len(),
             "the host's interfaces, addresses or routes changed: applied"
         );
-        if let Err(e) = self.apply_host_with(host, true) {
+        // A re-created device needs its steering chain again, even if the
+        // ruleset reads the same (it names devices, not indexes).
+        if let Err(e) = self.apply_host_with(host, reopened == Some(false)) {
             tracing::error!("applying the host change: {e} (tried again at the next change)");
+        }
+        if reopened.is_none() {
+            self.unapplied = true;
+        }
+    }
+
+    /// A data interface deleted and created again (a VLAN, bond or veth
+    /// rebuilt by the network configuration) has a new index, and the
+    /// workers' sockets are bound to the old device: starts workers on the
+    /// devices as they are now and stops the old ones. Connections are the
+    /// director's and carry on. Returns whether it did, `None` if it
+    /// should have and failed.
+    fn reopen_if_recreated(&mut self, host: &HostView) -> Option<bool> {
+        let Some(old) = self.datapath.as_ref() else {
+            return Some(false);
+        };
+        let mut now = Vec::new();
+        for name in &self.interfaces {
+            match host.interfaces.iter().find(|i| &i.name == name) {
+                Some(i) => now.push(i.index),
+                None => {
+                    tracing::error!("data interface {name} is gone: rvs forwards nothing on it until it is back");
+                }
+            }
+        }
+        if now.len() != self.interfaces.len() || now == old.ifindexes() {
+            return Some(false);
+        }
+        match old.restart(self.director.clone(), &now) {
+            Ok(new) => {
+                // Dropping the old datapath stops its workers.
+                self.datapath = Some(new);
+                tracing::warn!(
+                    interfaces = ?self.interfaces,
+                    "a data interface was re-created: its sockets were reopened"
+                );
+                // Steering and filters are applied by the caller.
+                Some(true)
+            }
+            Err(e) => {
+                tracing::error!("a data interface was re-created but its sockets cannot be reopened: {e} (tried again at the next change)");
+                None
+            }
         }
     }
 
@@ -855,8 +899,9 @@ async fn serve_metrics(state: Arc<Mutex<State>>, listener: TcpListener) {
                 let body = {
                     let st = state.lock().unwrap_or_else(|e| e.into_inner());
                     let workers: Vec<u64> = st
-                        .worker_packets
+                        .datapath
                         .iter()
+                        .flat_map(|d| d.packets.iter())
                         .map(|p| p.load(std::sync::atomic::Ordering::Relaxed))
                         .collect();
                     metrics::render(
@@ -967,8 +1012,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             runtime,
             director: director.clone(),
             interfaces: cfg.daemon.interfaces.clone(),
-            filter: datapath.filter_handle(),
-            worker_packets: datapath.packets.clone(),
+            datapath: Some(datapath),
             health,
             reloads: ReloadCounts::default(),
             transitions: 0,
@@ -1058,7 +1102,17 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
                     // Only report liveness while every worker is turning: a
                     // stuck worker lets systemd's watchdog restart us.
                     let max_age = watchdog.unwrap_or_default().clamp(Duration::from_millis(250), Duration::from_secs(2));
-                    if datapath.workers_alive(max_age) {
+                    let st = state.clone();
+                    let alive = tokio::task::spawn_blocking(move || {
+                        st.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .datapath
+                            .as_ref()
+                            .is_some_and(|d| d.workers_alive(max_age))
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if alive {
                         stalled = false;
                         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
                     } else if !stalled {
@@ -1073,13 +1127,21 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         // Waits for an apply in progress (a host change, a control command)
         // and keeps any later one from reinstalling the steering that is
         // removed below.
-        state.lock().unwrap_or_else(|e| e.into_inner()).stopping = true;
-        Ok::<(), DaemonError>(())
+        let datapath = {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            st.stopping = true;
+            st.datapath.take()
+        };
+        Ok::<Option<Datapath>, DaemonError>(datapath)
     });
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping");
     rt.shutdown_timeout(Duration::from_secs(1));
-    datapath.stop();
+    let result = result.map(|datapath| {
+        if let Some(d) = datapath {
+            d.stop();
+        }
+    });
     if let Err(e) = nft::remove() {
         tracing::warn!("removing nftables table: {e}");
     }

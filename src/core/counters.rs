@@ -6,6 +6,7 @@
 //! metrics and `rvs services` read.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 macro_rules! reasons {
     ($($variant:ident => $name:literal, $doc:literal;)*) => {
@@ -54,18 +55,41 @@ reasons! {
 /// counts on the packet path). Later threads share line 0, still correctly.
 pub const STAT_SLOTS: usize = 16;
 
-/// The next private line to hand out; past `STAT_SLOTS - 1`, threads share
-/// line 0.
+/// The next private line never handed out; past `STAT_SLOTS - 1`, threads
+/// share line 0.
 static NEXT_LINE: AtomicUsize = AtomicUsize::new(1);
+
+/// Private lines whose thread has exited, handed out again before new
+/// ones: workers restarted (a data interface re-created) take back the
+/// lines of the ones they replace. Touched at a thread's first count and
+/// at its exit, never per packet.
+static FREED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 /// The calling thread's line before it has claimed one.
 const UNCLAIMED: usize = usize::MAX;
 
+/// A thread's claim on its line; returns the line when the thread exits.
+/// Its values stay in the line (and in the sums), and the next owner adds
+/// to them: only one thread at a time writes a private line.
+struct Claim(std::cell::Cell<usize>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let i = self.0.get();
+        if i != UNCLAIMED && i != 0 {
+            FREED.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+        }
+    }
+}
+
 thread_local! {
-    static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(UNCLAIMED) };
+    static SLOT: Claim = const { Claim(std::cell::Cell::new(UNCLAIMED)) };
 }
 
 fn claim() -> usize {
+    if let Some(i) = FREED.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        return i;
+    }
     let n = NEXT_LINE.fetch_add(1, Ordering::Relaxed);
     if n < STAT_SLOTS {
         n
@@ -77,10 +101,10 @@ fn claim() -> usize {
 /// The calling thread's line, claimed on first use.
 #[inline]
 fn line() -> usize {
-    SLOT.with(|s| match s.get() {
+    SLOT.with(|s| match s.0.get() {
         UNCLAIMED => {
             let i = claim();
-            s.set(i);
+            s.0.set(i);
             i
         }
         i => i,
@@ -202,13 +226,18 @@ mod tests {
     #[test]
     fn more_threads_than_lines_share_line_0() {
         let c = std::sync::Arc::new(PerWorker::default());
+        // All alive at once, so that lines run out (an exiting thread
+        // would hand its line on).
+        let all = std::sync::Arc::new(std::sync::Barrier::new(2 * STAT_SLOTS));
         let threads: Vec<_> = (0..2 * STAT_SLOTS)
             .map(|_| {
                 let c = c.clone();
+                let all = all.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
                         c.add(1);
                     }
+                    all.wait();
                 })
             })
             .collect();
@@ -217,5 +246,23 @@ mod tests {
         }
         assert_eq!(c.get(), 2000 * STAT_SLOTS as u64);
         assert!(c.slots[0].0.load(Ordering::Relaxed) > 0, "line 0 shared");
+    }
+
+    #[test]
+    fn lines_of_exited_threads_are_handed_on_with_their_counts() {
+        let c = std::sync::Arc::new(PerWorker::default());
+        // Many more threads than lines, one after another (restarted
+        // workers): each takes a line another left (which line depends on
+        // the other tests' threads), and no count is lost.
+        for _ in 0..4 * STAT_SLOTS {
+            let c2 = c.clone();
+            std::thread::spawn(move || {
+                set_worker_slot(0);
+                c2.add(10);
+            })
+            .join()
+            .unwrap();
+        }
+        assert_eq!(c.get(), 40 * STAT_SLOTS as u64);
     }
 }

@@ -151,6 +151,30 @@ impl PacketSocket {
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+
+    /// Reads and clears the socket's pending error (`SO_ERROR`): the
+    /// kernel sets ENETDOWN when the device goes down or away, and `poll`
+    /// reports POLLERR at once until it is read, so a worker that did not
+    /// read it would spin on a core from the first link flap on.
+    pub fn take_error(&self) -> Option<io::Error> {
+        let mut err: libc::c_int = 0;
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(0);
+        // SAFETY: err is a valid c_int of `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&raw mut err).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            Some(io::Error::last_os_error())
+        } else {
+            (err != 0).then(|| io::Error::from_raw_os_error(err))
+        }
+    }
 }
 
 /// `recvmmsg` state: slots, each with a vnet header and a frame buffer

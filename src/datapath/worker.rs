@@ -51,7 +51,7 @@ const TURN_BOUND: usize = 8;
 /// How often worker 0 looks for VIPs to announce (gratuitous ARP).
 const ANNOUNCE_CHECK: Duration = Duration::from_millis(100);
 
-/// Running workers; dropping it does not stop them: call [`Datapath::stop`].
+/// Running workers; dropping it stops them (and waits for them).
 #[derive(Debug)]
 pub struct Datapath {
     stop: Arc<AtomicBool>,
@@ -65,6 +65,10 @@ pub struct Datapath {
     pub packets: Arc<Vec<AtomicU64>>,
     /// Every worker socket, for filter updates from the control plane.
     fds: Vec<std::os::fd::RawFd>,
+    /// The interfaces the sockets are bound to, in the order given.
+    ifindexes: Vec<u32>,
+    busy_poll: Duration,
+    generation: u16,
 }
 
 impl Datapath {
@@ -77,15 +81,53 @@ impl Datapath {
         workers: usize,
         busy_poll: Duration,
     ) -> io::Result<Datapath> {
+        Datapath::start_generation(director, ifindexes, workers, busy_poll, 0, None)
+    }
+
+    /// Starts a datapath to replace `self` (whose interfaces were
+    /// re-created, so its sockets are bound to devices that are gone) on
+    /// `ifindexes`; the packet counters carry on. The caller stops `self`
+    /// once this one runs: the connection table is the director's, so no
+    /// connection is lost, and the sockets of `self` receive nothing more.
+    pub fn restart(&self, director: Arc<Director>, ifindexes: &[u32]) -> io::Result<Datapath> {
+        Datapath::start_generation(
+            director,
+            ifindexes,
+            self.packets.len(),
+            self.busy_poll,
+            self.generation.wrapping_add(1),
+            Some(self.packets.clone()),
+        )
+    }
+
+    /// The interfaces the sockets are bound to, in the order given to
+    /// [`Datapath::start`].
+    pub fn ifindexes(&self) -> &[u32] {
+        &self.ifindexes
+    }
+
+    fn start_generation(
+        director: Arc<Director>,
+        ifindexes: &[u32],
+        workers: usize,
+        busy_poll: Duration,
+        generation: u16,
+        packets: Option<Arc<Vec<AtomicU64>>>,
+    ) -> io::Result<Datapath> {
         let stop = Arc::new(AtomicBool::new(false));
         let neighbours = Arc::new(Neighbours::default());
         seed_neighbours(&neighbours, &director.snapshot());
         let workers = workers.max(1);
-        let packets: Arc<Vec<AtomicU64>> =
-            Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
+        let packets = packets
+            .filter(|p| p.len() == workers)
+            .unwrap_or_else(|| Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect()));
         let heartbeats: Arc<Vec<AtomicU64>> =
             Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
-        let group = u16::try_from(std::process::id() & 0xffff).unwrap_or(1);
+        // Fanout group ids are per network namespace; a restart's sockets
+        // (on new devices) must not ask to join the old ones' groups.
+        let group = u16::try_from(std::process::id() & 0xffff)
+            .unwrap_or(1)
+            .wrapping_add(generation.wrapping_mul(0x101));
         let mut threads = Vec::new();
         let mut fds = Vec::new();
         let prog = bpf::for_snapshot(&director.snapshot());
@@ -169,6 +211,9 @@ impl Datapath {
             started: t0,
             packets,
             fds,
+            ifindexes: ifindexes.to_vec(),
+            busy_poll,
+            generation,
         })
     }
 
@@ -195,9 +240,14 @@ impl Datapath {
         )
     }
 
-    pub fn stop(self) {
+    /// Stops the workers and waits for them (what dropping it does).
+    pub fn stop(self) {}
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
     }
@@ -314,6 +364,11 @@ impl Worker {
                     // the socket queue without its ring marker (never seen;
                     // reading it keeps poll from spinning on it).
                     got += self.copied(k, &self.director.snapshot(), Instant::now());
+                }
+                if pfd.revents & libc::POLLERR != 0 {
+                    if let Some(e) = self.sockets[k].take_error() {
+                        tracing::debug!(ifindex = self.sockets[k].ifindex, "socket error: {e}");
+                    }
                 }
                 pfd.revents = 0;
                 packets.fetch_add(got as u64, Ordering::Relaxed);
