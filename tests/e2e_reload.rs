@@ -112,6 +112,26 @@ fn count_lines(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
 
+/// The long transfer: `LONG_BYTES` at 2 MB/s (≤ 40 s), as curl's output.
+fn long_transfer(topo: &Topology) -> Output {
+    topo.exec_timeout(
+        "cli",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--noproxy",
+            "*",
+            "--limit-rate",
+            "2M",
+            "--max-time",
+            "40",
+            "http://203.0.113.10/bytes?n=20000000",
+        ],
+        Duration::from_secs(45),
+    )
+}
+
 #[test]
 fn twenty_five_reloads_under_load_lose_nothing() {
     let started = Instant::now();
@@ -135,24 +155,7 @@ fn twenty_five_reloads_under_load_lose_nothing() {
     let mut short_errors: Vec<String> = Vec::new();
 
     std::thread::scope(|scope| {
-        let long = scope.spawn(|| {
-            topo.exec_timeout(
-                "cli",
-                &[
-                    "curl",
-                    "-sS",
-                    "--fail",
-                    "--noproxy",
-                    "*",
-                    "--limit-rate",
-                    "2M",
-                    "--max-time",
-                    "40",
-                    "http://203.0.113.10/bytes?n=20000000",
-                ],
-                Duration::from_secs(45),
-            )
-        });
+        let long = scope.spawn(|| long_transfer(&topo));
         // Let the long transfer be scheduled (to rs2, the only server).
         let got = wait_until(Duration::from_secs(5), || {
             table(&sock)
@@ -337,4 +340,129 @@ fn twenty_five_reloads_under_load_lose_nothing() {
     let st = daemon.stop();
     assert!(st.success(), "daemon exit: {st}\n{}", daemon.log());
     eprintln!("e2e_reload took {:?}", started.elapsed());
+}
+
+/// The packet worker threads of `pid` (by their names).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("read /proc/PID/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.starts_with("rvs-worker-"))
+        .count()
+}
+
+/// Reloads by `rvs reload` and waits for `needle` to be logged once more.
+fn reload_and_wait(daemon: &Daemon, sock: &str, needle: &str, what: &str) {
+    let before = count_lines(&daemon.log(), needle);
+    let out = rvs(&["reload", "--socket", sock]);
+    assert!(
+        out.status.success(),
+        "rvs reload ({what}) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logged = wait_until(Duration::from_secs(5), || {
+        (count_lines(&daemon.log(), needle) > before).then_some(())
+    });
+    assert!(logged.is_some(), "{what}: no {needle:?}:\n{}", daemon.log());
+}
+
+#[test]
+fn reload_restarts_the_workers_for_new_interfaces_workers_and_busy_polling() {
+    let topo = Topology::with_gateway(3, Gateway::Director);
+    topo.start_http_servers(8080);
+    // A second data interface for the director to take on at a reload.
+    topo.exec_ok(
+        "dir",
+        &[
+            "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+        ],
+    );
+    topo.exec_ok("dir", &["ip", "link", "set", "d0", "up"]);
+    topo.exec_ok("dir", &["ip", "link", "set", "d1", "up"]);
+    let sock_path = topo.tmp_dir().join("control.sock");
+    let sock = sock_path.to_string_lossy().into_owned();
+    let reals = [(1, 1), (2, 1), (3, 1)];
+    let base = config(&topo, &reals);
+    let mut daemon = Daemon::start(&topo, &base);
+    let path = daemon.config_path().expect("config path").to_path_buf();
+    let pid = daemon.pid();
+    assert_eq!(worker_threads(pid), 2);
+    let steering = || topo.exec_ok("dir", &["nft", "list", "table", "netdev", "rvs"]);
+
+    let failures = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let long = scope.spawn(|| long_transfer(&topo));
+        let short = scope.spawn(|| {
+            let mut errors = Vec::new();
+            for k in 0..200 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Err(e) = topo.curl("http://203.0.113.10/", Duration::from_secs(5)) {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    errors.push(format!("request {k}: {e}"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        });
+        std::thread::sleep(Duration::from_millis(500));
+
+        let restarted = "packet workers restarted";
+        // One worker.
+        std::fs::write(&path, base.replace("workers = 2", "workers = 1")).expect("write");
+        reload_and_wait(&daemon, &sock, restarted, "workers = 1");
+        assert_eq!(worker_threads(pid), 1, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(500));
+        // A second interface, with busy polling.
+        std::fs::write(
+            &path,
+            base.replace("workers = 2", "workers = 1\nbusy_poll_us = 50")
+                .replace(r#"interfaces = ["eth0"]"#, r#"interfaces = ["eth0", "d0"]"#),
+        )
+        .expect("write");
+        reload_and_wait(&daemon, &sock, restarted, "interfaces eth0, d0");
+        let t = steering();
+        assert!(t.contains("\"d0\""), "no steering on d0:\n{t}");
+        std::thread::sleep(Duration::from_millis(500));
+        // Back to the first file.
+        std::fs::write(&path, &base).expect("write");
+        reload_and_wait(&daemon, &sock, restarted, "back to the first file");
+        assert_eq!(worker_threads(pid), 2, "{}", daemon.log());
+        let t = steering();
+        assert!(!t.contains("\"d0\""), "d0 still steered:\n{t}");
+        // A reload that changes only the table restarts nothing.
+        std::fs::write(&path, base.replace("weight = 1", "weight = 2")).expect("write");
+        reload_and_wait(&daemon, &sock, "reloaded ", "weights only");
+        assert_eq!(count_lines(&daemon.log(), restarted), 3, "{}", daemon.log());
+
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        let errors = short.join().expect("short requests thread");
+        assert!(
+            errors.is_empty(),
+            "failed requests: {errors:#?}\n{}",
+            daemon.log()
+        );
+        let out = long.join().expect("long transfer thread");
+        assert!(
+            out.status.success(),
+            "long transfer failed: {} {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            daemon.log()
+        );
+        assert!(
+            out.stdout == expected_bytes(LONG_BYTES),
+            "long transfer body differs ({} bytes)",
+            out.stdout.len()
+        );
+    });
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    let log = daemon.log();
+    assert!(!log.contains("next restart"), "{log}");
+    assert_eq!(count_lines(&log, "rvs: ready services"), 1, "{log}");
+    let st = daemon.stop();
+    assert!(st.success(), "daemon exit: {st}\n{log}");
 }

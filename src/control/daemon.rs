@@ -213,13 +213,18 @@ impl State {
                 log_diagnostics(&warnings);
                 let old = &self.config.daemon;
                 let new = &cfg.daemon;
-                if old.interfaces != new.interfaces
-                    || old.control_socket != new.control_socket
+                if old.control_socket != new.control_socket
                     || old.metrics_address != new.metrics_address
-                    || old.workers != new.workers
-                    || old.busy_poll_us != new.busy_poll_us
+                    || old.control_group != new.control_group
                 {
-                    tracing::warn!("reload: changes to daemon.interfaces, control_socket, metrics_address, workers or busy_poll_us take effect at the next restart");
+                    tracing::warn!("reload: changes to daemon.control_socket, control_group or metrics_address take effect at the next restart");
+                }
+                // New workers first: if they cannot start, nothing changes.
+                if let Err(e) = self.restart_workers_for(&cfg) {
+                    self.reloads.error += 1;
+                    tracing::error!("reload refused: {e}; the running table is unchanged");
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                    return Err(vec![e]);
                 }
                 // Runtime weights are kept until the file changes that server.
                 let prev = self.config.clone();
@@ -322,15 +327,14 @@ impl State {
         if now.len() != self.interfaces.len() || now == old.ifindexes() {
             return Some(false);
         }
-        match old.restart(self.director.clone(), &now) {
-            Ok(new) => {
-                // Dropping the old datapath stops its workers.
-                self.datapath = Some(new);
+        let (workers, busy_poll) = (old.workers(), old.busy_poll());
+        match self.replace_datapath(&now, workers, busy_poll) {
+            Ok(()) => {
                 tracing::warn!(
                     interfaces = ?self.interfaces,
                     "a data interface was re-created: its sockets were reopened"
                 );
-                // Steering and filters are applied by the caller.
+                // Steering is applied by the caller.
                 Some(true)
             }
             Err(e) => {
@@ -338,6 +342,54 @@ impl State {
                 None
             }
         }
+    }
+
+    /// A reload that changes `interfaces`, `workers` or `busy_poll_us`:
+    /// workers are started as the new file says, in place of the running
+    /// ones, and the steering follows the new interfaces at the apply.
+    fn restart_workers_for(&mut self, cfg: &Config) -> Result<(), String> {
+        let (workers, busy_poll) = (worker_count(cfg), busy_poll_of(cfg));
+        let running = self.datapath.as_ref().map(|d| (d.workers(), d.busy_poll()));
+        if self.interfaces == cfg.daemon.interfaces && running == Some((workers, busy_poll)) {
+            return Ok(());
+        }
+        let host = system::host_view().map_err(|e| format!("cannot read interfaces: {e}"))?;
+        let ifindexes = ifindexes_of(&host, &cfg.daemon.interfaces)?;
+        self.replace_datapath(&ifindexes, workers, busy_poll)
+            .map_err(|e| format!("cannot start the packet workers: {e}"))?;
+        self.interfaces = cfg.daemon.interfaces.clone();
+        tracing::info!(
+            interfaces = ?self.interfaces,
+            workers,
+            busy_poll_us = cfg.daemon.busy_poll_us,
+            "reload: packet workers restarted"
+        );
+        Ok(())
+    }
+
+    /// Starts workers on `ifindexes` (the data interfaces, in order) in
+    /// place of the running ones: the new sockets read nothing until the
+    /// old workers have stopped, then get the filter of the running
+    /// snapshot. On an error the running workers are kept. Connections are
+    /// the director's and carry on; the caller re-applies the steering.
+    fn replace_datapath(
+        &mut self,
+        ifindexes: &[u32],
+        workers: usize,
+        busy_poll: Duration,
+    ) -> std::io::Result<()> {
+        let Some(old) = self.datapath.as_ref() else {
+            return Err(std::io::Error::other("rvs is stopping"));
+        };
+        let new = old.successor(self.director.clone(), ifindexes, workers, busy_poll)?;
+        // Dropping the old datapath stops its workers and waits for them
+        // (they never take this lock).
+        drop(self.datapath.replace(new));
+        self.unapplied = true;
+        if let Some(d) = &self.datapath {
+            d.filter_handle().update(&self.director.snapshot())?;
+        }
+        Ok(())
     }
 
     fn on_health(&mut self, ev: HealthEvent) {
@@ -925,6 +977,32 @@ async fn serve_metrics(state: Arc<Mutex<State>>, listener: TcpListener) {
     }
 }
 
+/// The indexes of the interfaces `names`, in order.
+fn ifindexes_of(host: &HostView, names: &[String]) -> Result<Vec<u32>, String> {
+    names
+        .iter()
+        .map(|name| {
+            host.interfaces
+                .iter()
+                .find(|i| &i.name == name)
+                .map(|i| i.index)
+                .ok_or_else(|| format!("interface {name} does not exist"))
+        })
+        .collect()
+}
+
+/// Packet worker threads for `cfg` (0: one per core).
+fn worker_count(cfg: &Config) -> usize {
+    match cfg.daemon.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    }
+}
+
+fn busy_poll_of(cfg: &Config) -> Duration {
+    Duration::from_micros(u64::from(cfg.daemon.busy_poll_us))
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let host_info = HostInfo::from_system();
@@ -945,15 +1023,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     let watch = HostWatch::open();
     let host = system::host_view()
         .map_err(|e| DaemonError::Setup(format!("cannot read interfaces: {e}")))?;
-    let mut ifindexes = Vec::new();
-    for name in &cfg.daemon.interfaces {
-        let i = host
-            .interfaces
-            .iter()
-            .find(|i| &i.name == name)
-            .ok_or_else(|| DaemonError::Setup(format!("interface {name} does not exist")))?;
-        ifindexes.push(i.index);
-    }
+    let ifindexes = ifindexes_of(&host, &cfg.daemon.interfaces).map_err(DaemonError::Setup)?;
     let mut runtime = RuntimeState::default();
     match state::load(&cfg.daemon.state_dir, &cfg) {
         Ok((weights, dropped)) => {
@@ -982,11 +1052,8 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     ));
     nft::apply(&director.snapshot(), &cfg.daemon.interfaces)
         .map_err(|e| DaemonError::Setup(format!("installing nftables steering: {e}")))?;
-    let workers = match cfg.daemon.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n as usize,
-    };
-    let busy_poll = Duration::from_micros(u64::from(cfg.daemon.busy_poll_us));
+    let workers = worker_count(&cfg);
+    let busy_poll = busy_poll_of(&cfg);
     let datapath = match Datapath::start(director.clone(), &ifindexes, workers, busy_poll) {
         Ok(d) => d,
         Err(e) => {

@@ -65,6 +65,13 @@ pub fn program(dsts: &BTreeSet<Ipv4Addr>, srcs: &BTreeSet<Ipv4Addr>) -> Vec<Insn
     p
 }
 
+/// A program accepting nothing: a socket opened to take over from another
+/// reads no frame (which would then be forwarded twice) until it is given
+/// the real program.
+pub fn nothing() -> Vec<Insn> {
+    vec![insn(RET_K, 0, 0, 0)]
+}
+
 /// The program for `snap`.
 pub fn for_snapshot(snap: &Snapshot) -> Vec<Insn> {
     let dsts: BTreeSet<Ipv4Addr> = snap.vips().collect();

@@ -84,20 +84,40 @@ impl Datapath {
         Datapath::start_generation(director, ifindexes, workers, busy_poll, 0, None)
     }
 
-    /// Starts a datapath to replace `self` (whose interfaces were
-    /// re-created, so its sockets are bound to devices that are gone) on
-    /// `ifindexes`; the packet counters carry on. The caller stops `self`
-    /// once this one runs: the connection table is the director's, so no
-    /// connection is lost, and the sockets of `self` receive nothing more.
-    pub fn restart(&self, director: Arc<Director>, ifindexes: &[u32]) -> io::Result<Datapath> {
+    /// Starts a datapath to take over from `self` on `ifindexes` with
+    /// `workers` threads (a data interface re-created, or a reload that
+    /// changed the interfaces or the workers). Its sockets accept no frame
+    /// until the caller, having dropped `self` (which stops its workers),
+    /// gives them the real filter with [`FilterHandle::update`]: so no
+    /// frame is forwarded twice, and the only frames missed are those of
+    /// the moment in between. The connection table is the director's and
+    /// carries on; so do the packet counters when the number of workers
+    /// is the same.
+    pub fn successor(
+        &self,
+        director: Arc<Director>,
+        ifindexes: &[u32],
+        workers: usize,
+        busy_poll: Duration,
+    ) -> io::Result<Datapath> {
         Datapath::start_generation(
             director,
             ifindexes,
-            self.packets.len(),
-            self.busy_poll,
+            workers,
+            busy_poll,
             self.generation.wrapping_add(1),
             Some(self.packets.clone()),
         )
+    }
+
+    /// Worker threads (not counting the timer).
+    pub fn workers(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// How long a worker keeps polling after its last frame.
+    pub fn busy_poll(&self) -> Duration {
+        self.busy_poll
     }
 
     /// The interfaces the sockets are bound to, in the order given to
@@ -130,7 +150,12 @@ impl Datapath {
             .wrapping_add(generation.wrapping_mul(0x101));
         let mut threads = Vec::new();
         let mut fds = Vec::new();
-        let prog = bpf::for_snapshot(&director.snapshot());
+        // A successor reads nothing until its predecessor has stopped.
+        let prog = if generation == 0 {
+            bpf::for_snapshot(&director.snapshot())
+        } else {
+            bpf::nothing()
+        };
         let t0 = Instant::now();
         for w in 0..workers {
             let mut sockets = Vec::new();
