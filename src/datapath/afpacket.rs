@@ -87,21 +87,27 @@ impl PacketSocket {
     /// workers' sockets on that interface; `None` with a single worker:
     /// no group, no flow hash computed per frame), with a receive ring of about
     /// `frames` slots sized for `mtu`. `rcvbuf` bounds the queue of frames
-    /// too large for a slot.
+    /// too large for a slot. `filter` is attached before the socket is
+    /// bound, so it never holds a frame the filter would refuse.
     pub fn open(
         ifindex: u32,
         group: Option<u16>,
         mtu: u32,
         frames: u32,
         rcvbuf: usize,
+        filter: &[crate::datapath::bpf::Insn],
     ) -> io::Result<PacketSocket> {
         let proto = ETH_P_ALL.to_be();
+        // Protocol 0: the socket receives nothing until bind(2) names the
+        // interface and the protocol. Created with ETH_P_ALL it would take
+        // frames from every interface of the namespace until then, and
+        // keep them queued.
         // SAFETY: plain socket(2) call; the result is checked.
         let fd = cvt(unsafe {
             libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::c_int::from(proto),
+                0,
             )
         })?;
         // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
@@ -127,6 +133,7 @@ impl PacketSocket {
         let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &buf)
             .or_else(|_| setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, &buf));
         let ring = RxRing::create(raw, ring::geometry(mtu, frames))?;
+        crate::datapath::bpf::attach(raw, filter)?;
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as libc::sa_family_t;

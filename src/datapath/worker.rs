@@ -170,8 +170,7 @@ impl Datapath {
                 let bytes = (RING_BYTES_PER_INTERFACE / u32::try_from(workers).unwrap_or(u32::MAX))
                     .clamp(RING_BYTES_MIN, RING_BYTES);
                 let frames = ring::frames_for(u32::from(mtu), bytes);
-                let s = PacketSocket::open(ifi, g, u32::from(mtu), frames, 8 << 20)?;
-                bpf::attach(s.fd(), &prog)?;
+                let s = PacketSocket::open(ifi, g, u32::from(mtu), frames, 8 << 20, &prog)?;
                 fds.push(s.fd());
                 sockets.push(s);
             }
