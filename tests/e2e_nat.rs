@@ -619,7 +619,7 @@ fn link_flap_and_recreated_data_interface_are_followed_without_a_restart() {
         daemon.log()
     );
     let log = daemon.log();
-    assert!(log.contains("re-created"), "{log}");
+    assert!(log.contains("its sockets were reopened"), "{log}");
     assert_eq!(
         log.matches("rvs: ready services").count(),
         1,

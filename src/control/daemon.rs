@@ -328,7 +328,8 @@ impl State {
             return Some(false);
         }
         let (workers, busy_poll) = (old.workers(), old.busy_poll());
-        match self.replace_datapath(&now, workers, busy_poll) {
+        let interfaces = self.interfaces.clone();
+        match self.replace_datapath(&interfaces, &now, workers, busy_poll) {
             Ok(()) => {
                 tracing::warn!(
                     interfaces = ?self.interfaces,
@@ -349,15 +350,21 @@ impl State {
     /// ones, and the steering follows the new interfaces at the apply.
     fn restart_workers_for(&mut self, cfg: &Config) -> Result<(), String> {
         let (workers, busy_poll) = (worker_count(cfg), busy_poll_of(cfg));
-        let running = self.datapath.as_ref().map(|d| (d.workers(), d.busy_poll()));
-        if self.interfaces == cfg.daemon.interfaces && running == Some((workers, busy_poll)) {
-            return Ok(());
-        }
         let host = system::host_view().map_err(|e| format!("cannot read interfaces: {e}"))?;
         let ifindexes = ifindexes_of(&host, &cfg.daemon.interfaces)?;
-        self.replace_datapath(&ifindexes, workers, busy_poll)
+        // Also when only the indexes differ: a re-created interface whose
+        // reopening failed is tried again by a reload of the same file.
+        let running = self
+            .datapath
+            .as_ref()
+            .map(|d| (d.ifindexes().to_vec(), d.workers(), d.busy_poll()));
+        if self.interfaces == cfg.daemon.interfaces
+            && running == Some((ifindexes.clone(), workers, busy_poll))
+        {
+            return Ok(());
+        }
+        self.replace_datapath(&cfg.daemon.interfaces, &ifindexes, workers, busy_poll)
             .map_err(|e| format!("cannot start the packet workers: {e}"))?;
-        self.interfaces = cfg.daemon.interfaces.clone();
         tracing::info!(
             interfaces = ?self.interfaces,
             workers,
@@ -367,13 +374,15 @@ impl State {
         Ok(())
     }
 
-    /// Starts workers on `ifindexes` (the data interfaces, in order) in
-    /// place of the running ones: the new sockets read nothing until the
-    /// old workers have stopped, then get the filter of the running
-    /// snapshot. On an error the running workers are kept. Connections are
-    /// the director's and carry on; the caller re-applies the steering.
+    /// Starts workers on `ifindexes` (the data interfaces `interfaces`, in
+    /// order) in place of the running ones: the new sockets read nothing
+    /// until the old workers have stopped, then get the filter of the
+    /// running snapshot. If the new workers cannot start, the running ones
+    /// are kept and nothing changes. Connections are the director's and
+    /// carry on; the caller re-applies the steering.
     fn replace_datapath(
         &mut self,
+        interfaces: &[String],
         ifindexes: &[u32],
         workers: usize,
         busy_poll: Duration,
@@ -382,13 +391,22 @@ impl State {
             return Err(std::io::Error::other("rvs is stopping"));
         };
         let new = old.successor(self.director.clone(), ifindexes, workers, busy_poll)?;
-        // Dropping the old datapath stops its workers and waits for them
-        // (they never take this lock).
-        drop(self.datapath.replace(new));
+        // From here on the new workers are the running ones, whatever fails.
+        let mut old = self.datapath.replace(new);
+        self.interfaces = interfaces.to_vec();
         self.unapplied = true;
-        if let Some(d) = &self.datapath {
-            d.filter_handle().update(&self.director.snapshot())?;
+        // The old workers stop (they never take this lock), then the new
+        // sockets get the real filter at once; the old timer thread is
+        // waited for last, so its sleep adds nothing to the gap.
+        if let Some(o) = old.as_mut() {
+            o.stop_workers();
         }
+        if let Some(d) = &self.datapath {
+            if let Err(e) = d.filter_handle().update(&self.director.snapshot()) {
+                tracing::error!("new packet workers: setting their socket filters: {e} (tried again at the apply)");
+            }
+        }
+        drop(old);
         Ok(())
     }
 

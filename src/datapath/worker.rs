@@ -55,7 +55,10 @@ const ANNOUNCE_CHECK: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Datapath {
     stop: Arc<AtomicBool>,
+    /// The packet workers.
     threads: Vec<JoinHandle<()>>,
+    /// Expiry and neighbour refresh (sleeps up to 100 ms between turns).
+    timer: Option<JoinHandle<()>>,
     pub neighbours: Arc<Neighbours>,
     /// Last time (ms since `started`) each worker finished a loop: liveness.
     pub heartbeats: Arc<Vec<AtomicU64>>,
@@ -148,15 +151,28 @@ impl Datapath {
         let group = u16::try_from(std::process::id() & 0xffff)
             .unwrap_or(1)
             .wrapping_add(generation.wrapping_mul(0x101));
-        let mut threads = Vec::new();
-        let mut fds = Vec::new();
+        // Built first, so that a failure half-way stops and joins what was
+        // started (dropping it does).
+        let t0 = Instant::now();
+        let mut dp = Datapath {
+            stop: stop.clone(),
+            threads: Vec::new(),
+            timer: None,
+            neighbours: neighbours.clone(),
+            heartbeats: heartbeats.clone(),
+            started: t0,
+            packets: packets.clone(),
+            fds: Vec::new(),
+            ifindexes: ifindexes.to_vec(),
+            busy_poll,
+            generation,
+        };
         // A successor reads nothing until its predecessor has stopped.
         let prog = if generation == 0 {
             bpf::for_snapshot(&director.snapshot())
         } else {
             bpf::nothing()
         };
-        let t0 = Instant::now();
         for w in 0..workers {
             let mut sockets = Vec::new();
             for (k, &ifi) in ifindexes.iter().enumerate() {
@@ -171,7 +187,7 @@ impl Datapath {
                     .clamp(RING_BYTES_MIN, RING_BYTES);
                 let frames = ring::frames_for(u32::from(mtu), bytes);
                 let s = PacketSocket::open(ifi, g, u32::from(mtu), frames, 8 << 20, &prog)?;
-                fds.push(s.fd());
+                dp.fds.push(s.fd());
                 sockets.push(s);
             }
             let mut worker = Worker {
@@ -208,37 +224,35 @@ impl Datapath {
             let stop = stop.clone();
             let hb = heartbeats.clone();
             let pk = packets.clone();
-            threads.push(
+            dp.threads.push(
                 std::thread::Builder::new()
                     .name(format!("rvs-worker-{w}"))
                     .spawn(move || {
-                        crate::core::counters::set_worker_slot(w);
+                        // A successor's workers claim their counter lines
+                        // at their first count, once the workers they
+                        // replace have stopped and handed theirs back.
+                        if generation == 0 {
+                            crate::core::counters::set_worker_slot(w);
+                        }
                         worker.run(&stop, &hb[w], &pk[w], t0, busy_poll)
                     })?,
             );
         }
-        {
-            let stop = stop.clone();
-            let director = director.clone();
-            let neighbours = neighbours.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("rvs-timer".into())
-                    .spawn(move || timer(&director, &neighbours, &stop))?,
-            );
+        dp.timer = Some(
+            std::thread::Builder::new()
+                .name("rvs-timer".into())
+                .spawn(move || timer(&director, &neighbours, &stop))?,
+        );
+        Ok(dp)
+    }
+
+    /// Stops the packet workers and waits for them (≤ 50 ms: they wake
+    /// that often); the timer thread stops when this is dropped.
+    pub fn stop_workers(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
         }
-        Ok(Datapath {
-            stop,
-            threads,
-            neighbours,
-            heartbeats,
-            started: t0,
-            packets,
-            fds,
-            ifindexes: ifindexes.to_vec(),
-            busy_poll,
-            generation,
-        })
     }
 
     /// A handle the control plane uses to keep the socket filters in step
@@ -270,8 +284,8 @@ impl Datapath {
 
 impl Drop for Datapath {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in std::mem::take(&mut self.threads) {
+        self.stop_workers();
+        if let Some(t) = self.timer.take() {
             let _ = t.join();
         }
     }
