@@ -329,7 +329,7 @@ impl State {
         }
         let (workers, busy_poll) = (old.workers(), old.busy_poll());
         let interfaces = self.interfaces.clone();
-        match self.replace_datapath(&interfaces, &now, workers, busy_poll) {
+        match self.replace_datapath(host, &interfaces, &now, workers, busy_poll) {
             Ok(()) => {
                 tracing::warn!(
                     interfaces = ?self.interfaces,
@@ -363,8 +363,14 @@ impl State {
         {
             return Ok(());
         }
-        self.replace_datapath(&cfg.daemon.interfaces, &ifindexes, workers, busy_poll)
-            .map_err(|e| format!("cannot start the packet workers: {e}"))?;
+        self.replace_datapath(
+            &host,
+            &cfg.daemon.interfaces,
+            &ifindexes,
+            workers,
+            busy_poll,
+        )
+        .map_err(|e| format!("cannot start the packet workers: {e}"))?;
         tracing::info!(
             interfaces = ?self.interfaces,
             workers,
@@ -382,6 +388,7 @@ impl State {
     /// carry on; the caller re-applies the steering.
     fn replace_datapath(
         &mut self,
+        host: &HostView,
         interfaces: &[String],
         ifindexes: &[u32],
         workers: usize,
@@ -390,7 +397,7 @@ impl State {
         let Some(old) = self.datapath.as_ref() else {
             return Err(std::io::Error::other("rvs is stopping"));
         };
-        let new = old.successor(self.director.clone(), ifindexes, workers, busy_poll)?;
+        let new = old.successor(self.director.clone(), host, ifindexes, workers, busy_poll)?;
         // From here on the new workers are the running ones, whatever fails.
         let mut old = self.datapath.replace(new);
         self.interfaces = interfaces.to_vec();

@@ -101,7 +101,9 @@ fn claim() -> usize {
 /// The calling thread's line, claimed on first use.
 #[inline]
 fn line() -> usize {
-    SLOT.with(|s| match s.0.get() {
+    // During the thread's exit (another thread-local's destructor
+    // counting) the claim is gone: the shared line then.
+    SLOT.try_with(|s| match s.0.get() {
         UNCLAIMED => {
             let i = claim();
             s.0.set(i);
@@ -109,6 +111,7 @@ fn line() -> usize {
         }
         i => i,
     })
+    .unwrap_or(0)
 }
 
 /// Makes the calling thread claim its own line now (packet workers call

@@ -19,6 +19,7 @@ use crate::core::counters::DropReason;
 use crate::core::director::{
     Director, Frame, Offload, Transmit, Verdict, HEADROOM, SWEEP_INTERVAL,
 };
+use crate::core::host::HostView;
 use crate::core::service::Snapshot;
 use crate::datapath::afpacket::{
     emit_vnet, parse_vnet, send_frames, Batch, PacketSocket, TxDesc, VNET_HDR_LEN,
@@ -84,7 +85,8 @@ impl Datapath {
         workers: usize,
         busy_poll: Duration,
     ) -> io::Result<Datapath> {
-        Datapath::start_generation(director, ifindexes, workers, busy_poll, 0, None)
+        let host = director.snapshot().host.clone();
+        Datapath::start_generation(director, &host, ifindexes, workers, busy_poll, 0, None)
     }
 
     /// Starts a datapath to take over from `self` on `ifindexes` with
@@ -95,16 +97,20 @@ impl Datapath {
     /// frame is forwarded twice, and the only frames missed are those of
     /// the moment in between. The connection table is the director's and
     /// carries on; so do the packet counters when the number of workers
-    /// is the same.
+    /// is the same. `host` is the host as it is now (the director's
+    /// snapshot may still hold the devices that went away): it sizes the
+    /// rings for each device's MTU.
     pub fn successor(
         &self,
         director: Arc<Director>,
+        host: &HostView,
         ifindexes: &[u32],
         workers: usize,
         busy_poll: Duration,
     ) -> io::Result<Datapath> {
         Datapath::start_generation(
             director,
+            host,
             ifindexes,
             workers,
             busy_poll,
@@ -131,6 +137,7 @@ impl Datapath {
 
     fn start_generation(
         director: Arc<Director>,
+        host: &HostView,
         ifindexes: &[u32],
         workers: usize,
         busy_poll: Duration,
@@ -139,7 +146,7 @@ impl Datapath {
     ) -> io::Result<Datapath> {
         let stop = Arc::new(AtomicBool::new(false));
         let neighbours = Arc::new(Neighbours::default());
-        seed_neighbours(&neighbours, &director.snapshot());
+        seed_neighbours(&neighbours, host);
         let workers = workers.max(1);
         let packets = packets
             .filter(|p| p.len() == workers)
@@ -177,11 +184,7 @@ impl Datapath {
             let mut sockets = Vec::new();
             for (k, &ifi) in ifindexes.iter().enumerate() {
                 let g = group.wrapping_add(u16::try_from(k).unwrap_or(0));
-                let mtu = director
-                    .snapshot()
-                    .host
-                    .interface(ifi)
-                    .map_or(1500, |i| i.mtu);
+                let mtu = host.interface(ifi).map_or(1500, |i| i.mtu);
                 let g = (workers > 1).then_some(g);
                 let bytes = (RING_BYTES_PER_INTERFACE / u32::try_from(workers).unwrap_or(u32::MAX))
                     .clamp(RING_BYTES_MIN, RING_BYTES);
@@ -318,9 +321,9 @@ fn all_recent(beats: &[u64], now_ms: u64, max_age_ms: u64) -> bool {
             .all(|&b| now_ms.saturating_sub(b) <= max_age_ms)
 }
 
-fn seed_neighbours(n: &Neighbours, snap: &Snapshot) {
+fn seed_neighbours(n: &Neighbours, host: &HostView) {
     for (name, ip, mac) in system::kernel_neighbours() {
-        if let Some(i) = snap.host.interfaces.iter().find(|i| i.name == name) {
+        if let Some(i) = host.interfaces.iter().find(|i| i.name == name) {
             n.learn(i.index, ip, mac);
         }
     }
@@ -333,7 +336,7 @@ fn timer(director: &Director, neighbours: &Neighbours, stop: &AtomicBool) {
         let now = Instant::now();
         director.handle_timeout(now);
         if now.duration_since(last_seed) >= Duration::from_secs(1) {
-            seed_neighbours(neighbours, &director.snapshot());
+            seed_neighbours(neighbours, &director.snapshot().host);
             last_seed = now;
         }
     }
