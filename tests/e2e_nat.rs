@@ -124,6 +124,11 @@ fn nat_config_with_timeouts(topo: &Topology, scheduler: &str, extra: &str) -> St
 }
 
 fn slow_download(topo: &Topology) -> std::process::Child {
+    slow_download_to(topo, "/dev/null")
+}
+
+/// A 50 MB download from the VIP at 20 kB/s, written to `out`.
+fn slow_download_to(topo: &Topology, out: &str) -> std::process::Child {
     topo.spawn(
         "cli",
         &[
@@ -134,7 +139,7 @@ fn slow_download(topo: &Topology) -> std::process::Child {
             "--limit-rate",
             "20k",
             "-o",
-            "/dev/null",
+            out,
             "http://203.0.113.10/bytes?n=50000000",
         ],
     )
@@ -543,20 +548,7 @@ fn link_flap_and_recreated_data_interface_are_followed_without_a_restart() {
     }
     let out = topo.tmp_dir().join("long.bin");
     let out_path = out.to_string_lossy().to_string();
-    let mut long = topo.spawn(
-        "cli",
-        &[
-            "curl",
-            "-sS",
-            "--noproxy",
-            "*",
-            "--limit-rate",
-            "20k",
-            "-o",
-            &out_path,
-            "http://203.0.113.10/bytes?n=50000000",
-        ],
-    );
+    let mut long = slow_download_to(&topo, &out_path);
     let size = || std::fs::metadata(&out).map_or(0, |m| m.len());
     let grows = |what: &str, log: &dyn Fn() -> String| {
         let from = size();
