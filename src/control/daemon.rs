@@ -1230,9 +1230,8 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     tracing::info!("stopping");
     rt.shutdown_timeout(Duration::from_secs(1));
     let result = result.map(|datapath| {
-        if let Some(d) = datapath {
-            d.stop();
-        }
+        // Dropping the datapath stops its workers and waits for them.
+        drop(datapath);
     });
     if let Err(e) = nft::remove() {
         tracing::warn!("removing nftables table: {e}");

@@ -82,6 +82,19 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
     Ok(())
 }
 
+/// Reads option `name` of `fd` into `value` (a `T` the option fills).
+pub(crate) fn getsockopt<T>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &mut T,
+) -> io::Result<()> {
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(0);
+    // SAFETY: `value` points to a live, writable T of `len` bytes.
+    cvt(unsafe { libc::getsockopt(fd, level, name, (value as *mut T).cast(), &mut len) })?;
+    Ok(())
+}
+
 impl PacketSocket {
     /// Opens a socket on `ifindex`, in fanout group `group` (shared by the
     /// workers' sockets on that interface; `None` with a single worker:
@@ -165,21 +178,9 @@ impl PacketSocket {
     /// read it would spin on a core from the first link flap on.
     pub fn take_error(&self) -> Option<io::Error> {
         let mut err: libc::c_int = 0;
-        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(0);
-        // SAFETY: err is a valid c_int of `len` bytes.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&raw mut err).cast(),
-                &mut len,
-            )
-        };
-        if r < 0 {
-            Some(io::Error::last_os_error())
-        } else {
-            (err != 0).then(|| io::Error::from_raw_os_error(err))
+        match getsockopt(self.fd(), libc::SOL_SOCKET, libc::SO_ERROR, &mut err) {
+            Err(e) => Some(e),
+            Ok(()) => (err != 0).then(|| io::Error::from_raw_os_error(err)),
         }
     }
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::core::director::HEADROOM;
 
-use super::afpacket::VNET_HDR_LEN;
+use super::afpacket::{getsockopt, VNET_HDR_LEN};
 
 pub const PACKET_RX_RING: libc::c_int = 5;
 pub const PACKET_STATISTICS: libc::c_int = 6;
@@ -272,22 +272,11 @@ impl Drop for RxRing {
 /// truncated frame whose copy found the socket queue full): reading
 /// `PACKET_STATISTICS` resets it.
 pub fn take_drops(fd: RawFd) -> u64 {
+    // struct tpacket_stats: packets, drops.
     let mut st = [0u32; 2];
-    let mut len = libc::socklen_t::try_from(std::mem::size_of_val(&st)).unwrap_or(0);
-    // SAFETY: st is a valid tpacket_stats (two u32) of `len` bytes.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_PACKET,
-            PACKET_STATISTICS,
-            st.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        0
-    } else {
-        u64::from(st[1])
+    match getsockopt(fd, libc::SOL_PACKET, PACKET_STATISTICS, &mut st) {
+        Ok(()) => u64::from(st[1]),
+        Err(_) => 0,
     }
 }
 

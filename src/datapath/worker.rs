@@ -114,7 +114,8 @@ impl Datapath {
             ifindexes,
             workers,
             busy_poll,
-            self.generation.wrapping_add(1),
+            // Generation 0 is the first start only (it reads at once).
+            self.generation.wrapping_add(1).max(1),
             Some(self.packets.clone()),
         )
     }
@@ -280,9 +281,6 @@ impl Datapath {
             u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX),
         )
     }
-
-    /// Stops the workers and waits for them (what dropping it does).
-    pub fn stop(self) {}
 }
 
 impl Drop for Datapath {
