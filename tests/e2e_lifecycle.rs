@@ -711,3 +711,50 @@ fn drain_everywhere_and_runtime_weights_survive_a_restart() {
         daemon.log()
     );
 }
+
+#[test]
+fn flows_spread_over_both_workers_of_one_fanout_group() {
+    let _serial = serial();
+    let topo = Topology::with_gateway(3, Gateway::Director);
+    topo.start_http_servers(8080);
+    topo.add_vip_on_director(common::VIP);
+    let cfg = daemon_section(&topo)
+        + &service(
+            "web",
+            80,
+            "scheduler = \"rr\"",
+            &[(1, 1, ""), (2, 1, ""), (3, 1, "")],
+        );
+    let daemon = Daemon::start(&topo, &cfg);
+    // Both workers' sockets on eth0 are in one group: a socket that asked
+    // for a group of its own would get a copy of every frame.
+    let ss = topo.exec_ok("dir", &["ss", "-0", "-e", "-n", "-p"]);
+    let ids: Vec<&str> = ss
+        .split("p_raw")
+        .filter(|e| e.contains("\"rvs\""))
+        .map(|e| {
+            e.split("fanout(id:")
+                .nth(1)
+                .and_then(|r| r.split(',').next())
+                .unwrap_or("none")
+        })
+        .collect();
+    assert!(
+        ids.len() == 2 && ids[0] == ids[1] && ids[0] != "none",
+        "two sockets in one fanout group: {ids:?}\n{ss}"
+    );
+    // Each request is a new client port, so a new flow hash: with 40 of
+    // them, both workers of the interface's fanout group (whose id the
+    // kernel chose) must have had some.
+    let seen = hits(&topo, 80, 40);
+    assert_eq!(seen.values().sum::<usize>(), 40, "{seen:?}");
+    let m = scrape(&topo);
+    for w in 0..2 {
+        let n = metric(&m, &format!("rvs_worker_packets_total{{worker=\"{w}\"}}"));
+        assert!(
+            n.is_some_and(|n| n > 0.0),
+            "worker {w} forwarded nothing:\n{m}\n{}",
+            daemon.log()
+        );
+    }
+}

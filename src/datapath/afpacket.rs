@@ -20,6 +20,20 @@ const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_FANOUT_HASH: u32 = 0;
+/// The kernel picks a group id no other socket of the namespace uses.
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+
+/// Which fanout group a new socket enters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fanout {
+    /// No group (a single worker): no flow hash computed per frame.
+    Alone,
+    /// A new group, its id chosen by the kernel (read it back with
+    /// [`PacketSocket::fanout_id`]); the other workers' sockets join it.
+    New,
+    /// The group of that id, made by [`Fanout::New`].
+    Join(u16),
+}
 /// `struct virtio_net_hdr` (no num_buffers): flags, gso_type, hdr_len,
 /// gso_size, csum_start, csum_offset.
 pub const VNET_HDR_LEN: usize = 10;
@@ -96,15 +110,14 @@ pub(crate) fn getsockopt<T>(
 }
 
 impl PacketSocket {
-    /// Opens a socket on `ifindex`, in fanout group `group` (shared by the
-    /// workers' sockets on that interface; `None` with a single worker:
-    /// no group, no flow hash computed per frame), with a receive ring of about
+    /// Opens a socket on `ifindex`, in the fanout group `fanout` (shared by
+    /// the workers' sockets on that interface), with a receive ring of about
     /// `frames` slots sized for `mtu`. `rcvbuf` bounds the queue of frames
     /// too large for a slot. `filter` is attached before the socket is
     /// bound, so it never holds a frame the filter would refuse.
     pub fn open(
         ifindex: u32,
-        group: Option<u16>,
+        fanout: Fanout,
         mtu: u32,
         frames: u32,
         rcvbuf: usize,
@@ -158,9 +171,18 @@ impl PacketSocket {
         // Flow hash fanout keeps a flow's packets on one worker (in order).
         // Not FLAG_DEFRAG: the kernel's defragmenter would swallow broken
         // headers before rvs could count them, and rvs drops fragments.
-        if let Some(group) = group {
-            let fanout: u32 = u32::from(group) | (PACKET_FANOUT_HASH << 16);
-            setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &fanout)?;
+        // Ids are per network namespace and shared with every other
+        // process in it: an id of rvs's own choosing could be another
+        // program's group (of another type: EINVAL), or a previous
+        // generation's on another device. The kernel's unique id cannot.
+        let arg = match fanout {
+            Fanout::Alone => None,
+            Fanout::New => Some(PACKET_FANOUT_FLAG_UNIQUEID << 16),
+            Fanout::Join(id) => Some(u32::from(id)),
+        };
+        if let Some(arg) = arg {
+            let arg = arg | (PACKET_FANOUT_HASH << 16);
+            setsockopt(raw, libc::SOL_PACKET, PACKET_FANOUT, &arg)?;
         }
         // Not PACKET_QDISC_BYPASS: it hides rvs's transmissions from
         // tcpdump on the director, and saved no measurable time on veth
@@ -170,6 +192,14 @@ impl PacketSocket {
 
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The id of the fanout group the socket is in (the low 16 bits of
+    /// `PACKET_FANOUT`; type and flags are above them).
+    pub fn fanout_id(&self) -> io::Result<u16> {
+        let mut v: u32 = 0;
+        getsockopt(self.fd(), libc::SOL_PACKET, PACKET_FANOUT, &mut v)?;
+        Ok((v & 0xffff) as u16)
     }
 
     /// Reads and clears the socket's pending error (`SO_ERROR`): the

@@ -22,7 +22,7 @@ use crate::core::director::{
 use crate::core::host::HostView;
 use crate::core::service::Snapshot;
 use crate::datapath::afpacket::{
-    emit_vnet, parse_vnet, send_frames, Batch, PacketSocket, TxDesc, VNET_HDR_LEN,
+    emit_vnet, parse_vnet, send_frames, Batch, Fanout, PacketSocket, TxDesc, VNET_HDR_LEN,
 };
 use crate::datapath::bpf;
 use crate::datapath::neigh::{self, Neighbours, Pending};
@@ -154,11 +154,10 @@ impl Datapath {
             .unwrap_or_else(|| Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect()));
         let heartbeats: Arc<Vec<AtomicU64>> =
             Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
-        // Fanout group ids are per network namespace; a restart's sockets
-        // (on new devices) must not ask to join the old ones' groups.
-        let group = u16::try_from(std::process::id() & 0xffff)
-            .unwrap_or(1)
-            .wrapping_add(generation.wrapping_mul(0x101));
+        // One fanout group per interface, its id chosen by the kernel when
+        // the first worker's socket makes it: a restart's sockets (on new
+        // devices) get new groups, never the old ones'.
+        let mut groups: Vec<Option<u16>> = vec![None; ifindexes.len()];
         // Built first, so that a failure half-way stops and joins what was
         // started (dropping it does).
         let t0 = Instant::now();
@@ -184,13 +183,19 @@ impl Datapath {
         for w in 0..workers {
             let mut sockets = Vec::new();
             for (k, &ifi) in ifindexes.iter().enumerate() {
-                let g = group.wrapping_add(u16::try_from(k).unwrap_or(0));
                 let mtu = host.interface(ifi).map_or(1500, |i| i.mtu);
-                let g = (workers > 1).then_some(g);
+                let fanout = match groups[k] {
+                    _ if workers == 1 => Fanout::Alone,
+                    None => Fanout::New,
+                    Some(id) => Fanout::Join(id),
+                };
                 let bytes = (RING_BYTES_PER_INTERFACE / u32::try_from(workers).unwrap_or(u32::MAX))
                     .clamp(RING_BYTES_MIN, RING_BYTES);
                 let frames = ring::frames_for(u32::from(mtu), bytes);
-                let s = PacketSocket::open(ifi, g, u32::from(mtu), frames, 8 << 20, &prog)?;
+                let s = PacketSocket::open(ifi, fanout, u32::from(mtu), frames, 8 << 20, &prog)?;
+                if fanout == Fanout::New {
+                    groups[k] = Some(s.fanout_id()?);
+                }
                 dp.fds.push(s.fd());
                 sockets.push(s);
             }
