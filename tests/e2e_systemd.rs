@@ -56,6 +56,27 @@ fn notify_ready_reload_watchdog_stopping() {
     let reloading = next_message(&sock, "RELOADING=1", Duration::from_secs(5));
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     next_message(&sock, "READY=1", Duration::from_secs(5));
+    // A reload that restarts the workers: the pings go on, proving the
+    // new workers' heartbeats (the old ones' stop with them).
+    std::fs::write(
+        &path,
+        cfg.replacen("[daemon]\n", "[daemon]\nworkers = 1\n", 1),
+    )
+    .expect("rewrite config");
+    d.signal(libc::SIGHUP);
+    next_message(&sock, "RELOADING=1", Duration::from_secs(5));
+    next_message(&sock, "READY=1", Duration::from_secs(5));
+    assert!(d.log().contains("packet workers restarted"), "{}", d.log());
+    let after = Instant::now();
+    for k in 0..6 {
+        next_message(&sock, "WATCHDOG=1", Duration::from_secs(2));
+        assert!(d.is_running(), "ping {k}\n{}", d.log());
+    }
+    assert!(
+        after.elapsed() >= Duration::from_millis(900),
+        "six pings 200 ms apart took {:?}",
+        after.elapsed()
+    );
     let t = Instant::now();
     d.signal(libc::SIGTERM);
     next_message(&sock, "STOPPING=1", Duration::from_secs(5));

@@ -3,6 +3,7 @@
 //! control socket, health events and metrics until told to stop, and
 //! removes what it installed on the way out.
 
+use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::os::fd::AsRawFd;
@@ -27,7 +28,7 @@ use crate::core::host::HostView;
 use crate::core::service::{RealKey, RuntimeState, ServiceKey};
 use crate::core::Director;
 use crate::datapath::hostwatch::HostWatch;
-use crate::datapath::worker::Datapath;
+use crate::datapath::worker::{Datapath, Liveness};
 use crate::datapath::{nft, system};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +65,16 @@ struct State {
     config: Arc<Config>,
     runtime: RuntimeState,
     director: Arc<Director>,
-    /// The data interfaces the workers opened at start (a reload cannot
-    /// change them).
+    /// The data interfaces the running workers are bound to (a reload
+    /// that changes them restarts the workers).
     interfaces: Vec<String>,
     /// The packet workers; `None` only once the daemon has stopped them.
     /// Replaced when a data interface is re-created (its sockets were
     /// bound to the device that went away).
     datapath: Option<Datapath>,
+    /// The running workers' heartbeats, for the watchdog: read without
+    /// this state's lock, which a long reload holds.
+    liveness: Arc<ArcSwap<Liveness>>,
     health: HealthManager,
     reloads: ReloadCounts,
     transitions: u64,
@@ -399,6 +403,7 @@ impl State {
         };
         let new = old.successor(self.director.clone(), host, ifindexes, workers, busy_poll)?;
         // From here on the new workers are the running ones, whatever fails.
+        self.liveness.store(Arc::new(new.liveness()));
         let mut old = self.datapath.replace(new);
         self.interfaces = interfaces.to_vec();
         self.unapplied = true;
@@ -1088,6 +1093,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             )));
         }
     };
+    let liveness = Arc::new(ArcSwap::from_pointee(datapath.liveness()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1104,6 +1110,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             runtime,
             director: director.clone(),
             interfaces: cfg.daemon.interfaces.clone(),
+            liveness: liveness.clone(),
             datapath: Some(datapath),
             health,
             reloads: ReloadCounts::default(),
@@ -1194,16 +1201,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
                     // Only report liveness while every worker is turning: a
                     // stuck worker lets systemd's watchdog restart us.
                     let max_age = watchdog.unwrap_or_default().clamp(Duration::from_millis(250), Duration::from_secs(2));
-                    let st = state.clone();
-                    let alive = tokio::task::spawn_blocking(move || {
-                        st.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .datapath
-                            .as_ref()
-                            .is_some_and(|d| d.workers_alive(max_age))
-                    })
-                    .await
-                    .unwrap_or(false);
+                    let alive = liveness.load().workers_alive(max_age);
                     if alive {
                         stalled = false;
                         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);

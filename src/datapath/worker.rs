@@ -61,10 +61,7 @@ pub struct Datapath {
     /// Expiry and neighbour refresh (sleeps up to 100 ms between turns).
     timer: Option<JoinHandle<()>>,
     pub neighbours: Arc<Neighbours>,
-    /// Last time (ms since `started`) each worker finished a loop: liveness.
-    pub heartbeats: Arc<Vec<AtomicU64>>,
-    /// The origin of `heartbeats`.
-    pub started: Instant,
+    liveness: Liveness,
     /// Frames received per worker (each worker writes only its own).
     pub packets: Arc<Vec<AtomicU64>>,
     /// Every worker socket, for filter updates from the control plane.
@@ -166,8 +163,10 @@ impl Datapath {
             threads: Vec::new(),
             timer: None,
             neighbours: neighbours.clone(),
-            heartbeats: heartbeats.clone(),
-            started: t0,
+            liveness: Liveness {
+                heartbeats: heartbeats.clone(),
+                started: t0,
+            },
             packets: packets.clone(),
             fds: Vec::new(),
             ifindexes: ifindexes.to_vec(),
@@ -272,6 +271,22 @@ impl Datapath {
         }
     }
 
+    /// The workers' heartbeats, readable without the datapath (and so
+    /// without the lock of whoever owns it).
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.clone()
+    }
+}
+
+/// Last time each worker of one [`Datapath`] finished a loop.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    /// Milliseconds since `started`, one per worker.
+    heartbeats: Arc<Vec<AtomicU64>>,
+    started: Instant,
+}
+
+impl Liveness {
     /// True while every worker finished a loop within `max_age` (a worker
     /// wakes at least every 50 ms): what the systemd watchdog ping proves.
     pub fn workers_alive(&self, max_age: Duration) -> bool {
