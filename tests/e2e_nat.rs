@@ -580,6 +580,10 @@ fn link_flap_and_recreated_data_interface_are_followed_without_a_restart() {
     topo.exec_ok("sw", &["ip", "link", "set", "dir", "master", "br0"]);
     topo.exec_ok("sw", &["ip", "link", "set", "dir", "up"]);
     topo.exec_ok("dir", &["ip", "addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    // Left down a while, as a network configuration that builds a device,
+    // then configures it, then brings it up: no fanout group can be
+    // joined on it yet, so rvs waits for it to come up.
+    std::thread::sleep(Duration::from_millis(1500));
     topo.exec_ok("dir", &["ip", "link", "set", "eth0", "up"]);
     topo.exec_ok(
         "dir",
@@ -612,6 +616,8 @@ fn link_flap_and_recreated_data_interface_are_followed_without_a_restart() {
     );
     let log = daemon.log();
     assert!(log.contains("its sockets were reopened"), "{log}");
+    assert!(log.contains("re-created and is down"), "{log}");
+    assert!(!log.contains("cannot be reopened"), "{log}");
     assert_eq!(
         log.matches("rvs: ready services").count(),
         1,

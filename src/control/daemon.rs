@@ -85,6 +85,9 @@ struct State {
     /// The last apply stored its snapshot but its socket filters or
     /// steering failed: the next host change applies even an unchanged host.
     unapplied: bool,
+    /// The interface indexes last logged as re-created but down (logged
+    /// once, not at each retry).
+    logged_down: Vec<u32>,
     /// Set once the daemon is stopping: nothing may install steering after
     /// it is removed.
     stopping: bool,
@@ -279,19 +282,21 @@ impl State {
     /// netlink watch heard something): applies the host as it is now, if
     /// it differs from the running one. Connections and scheduler state are
     /// kept, as for a health change.
-    fn host_changed(&mut self) {
+    /// Returns whether something failed that must be tried again even if
+    /// no further change is heard.
+    fn host_changed(&mut self) -> bool {
         if self.stopping {
-            return;
+            return false;
         }
         let host = match system::host_view() {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!("cannot read interfaces after a change: {e}");
-                return;
+                return true;
             }
         };
         if *self.director.snapshot().host == host && !self.unapplied {
-            return;
+            return false;
         }
         let reopened = self.reopen_if_recreated(&host);
         tracing::info!(
@@ -302,11 +307,12 @@ impl State {
         // A re-created device needs its steering chain again, even if the
         // ruleset reads the same (it names devices, not indexes).
         if let Err(e) = self.apply_host_with(host, reopened == Some(false)) {
-            tracing::error!("applying the host change: {e} (tried again at the next change)");
+            tracing::error!("applying the host change: {e} (tried again at the next change, or within a minute)");
         }
         if reopened.is_none() {
             self.unapplied = true;
         }
+        self.unapplied
     }
 
     /// A data interface deleted and created again (a VLAN, bond or veth
@@ -331,6 +337,22 @@ impl State {
         if now.len() != self.interfaces.len() || now == old.ifindexes() {
             return Some(false);
         }
+        // A device is made down, then configured and brought up (networkd,
+        // ifupdown): a fanout group cannot be joined on it until then
+        // (EINVAL). Its coming up is the next change.
+        let down: Vec<&String> = (self.interfaces.iter())
+            .filter(|n| system::is_up(n) == Some(false))
+            .collect();
+        if !down.is_empty() {
+            if self.logged_down != now {
+                tracing::info!(
+                    ?down,
+                    "a data interface was re-created and is down: its sockets are reopened when it is up"
+                );
+                self.logged_down = now;
+            }
+            return None;
+        }
         let (workers, busy_poll) = (old.workers(), old.busy_poll());
         let interfaces = self.interfaces.clone();
         match self.replace_datapath(host, &interfaces, &now, workers, busy_poll) {
@@ -343,7 +365,7 @@ impl State {
                 Some(true)
             }
             Err(e) => {
-                tracing::error!("a data interface was re-created but its sockets cannot be reopened: {e} (tried again at the next change)");
+                tracing::error!("a data interface was re-created but its sockets cannot be reopened: {e} (tried again at the next change, or within a minute)");
                 None
             }
         }
@@ -1119,6 +1141,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             rates: HashMap::new(),
             below_quorum: HashSet::new(),
             unapplied: false,
+            logged_down: Vec::new(),
             stopping: false,
         }));
         {
@@ -1247,6 +1270,20 @@ const HOST_SETTLE: Duration = Duration::from_millis(100);
 /// one per change (changes in between are applied at the next read).
 const HOST_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// After a host change that could not be applied (sockets that would not
+/// reopen, an nft failure), the next try even if nothing else is heard;
+/// doubled after each failed try up to [`HOST_RETRY_MAX`], so that a
+/// lasting failure logs once a minute, not once a change.
+const HOST_RETRY: Duration = Duration::from_secs(5);
+const HOST_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// When the host is read again with nothing heard: never after a success;
+/// [`HOST_RETRY`] after a first failure, then twice the last wait, up to
+/// [`HOST_RETRY_MAX`].
+fn next_retry(failed: bool, last: Option<Duration>) -> Option<Duration> {
+    failed.then(|| last.map_or(HOST_RETRY, |r| (r * 2).min(HOST_RETRY_MAX)))
+}
+
 /// Re-reads the host whenever the netlink watch hears a change, after
 /// [`HOST_SETTLE`]; the state compares and applies (`State::host_changed`).
 async fn watch_host(state: Arc<Mutex<State>>, watch: HostWatch) {
@@ -1262,31 +1299,41 @@ async fn watch_host(state: Arc<Mutex<State>>, watch: HostWatch) {
             return;
         }
     };
+    let mut retry: Option<Duration> = None;
     loop {
-        let mut guard = match fd.readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!("host watch failed ({e}): a reload picks changes up");
-                return;
-            }
+        let readable = if let Some(after) = retry {
+            tokio::time::timeout(after, fd.readable()).await.ok()
+        } else {
+            Some(fd.readable().await)
         };
-        let heard = guard.get_inner().drain();
-        guard.clear_ready();
-        match heard {
-            Ok(false) => continue,
-            Ok(true) => {}
-            Err(e) => {
-                tracing::warn!("host watch failed ({e}): a reload picks changes up");
-                return;
+        if let Some(readable) = readable {
+            let mut guard = match readable {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!("host watch failed ({e}): a reload picks changes up");
+                    return;
+                }
+            };
+            let heard = guard.get_inner().drain();
+            guard.clear_ready();
+            match heard {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::warn!("host watch failed ({e}): a reload picks changes up");
+                    return;
+                }
             }
+            tokio::time::sleep(HOST_SETTLE).await;
+            let _ = fd.get_ref().drain();
         }
-        tokio::time::sleep(HOST_SETTLE).await;
-        let _ = fd.get_ref().drain();
         let st = state.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let failed = tokio::task::spawn_blocking(move || {
             st.lock().unwrap_or_else(|e| e.into_inner()).host_changed()
         })
-        .await;
+        .await
+        .unwrap_or(true);
+        retry = next_retry(failed, retry);
         // What arrives meanwhile stays queued (or overflows: ENOBUFS, also
         // "changed") and wakes the next round at once.
         tokio::time::sleep(HOST_MIN_INTERVAL.saturating_sub(HOST_SETTLE)).await;
@@ -1305,6 +1352,20 @@ fn remove_control_socket(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_host_applies_are_retried_with_backoff_until_one_succeeds() {
+        let s = Duration::from_secs;
+        let mut waits = Vec::new();
+        let mut last = None;
+        for _ in 0..7 {
+            last = next_retry(true, last);
+            waits.push(last.unwrap_or_default().as_secs());
+        }
+        assert_eq!(waits, [5, 10, 20, 40, 60, 60, 60]);
+        assert_eq!(next_retry(false, Some(s(60))), None);
+        assert_eq!(next_retry(true, None), Some(s(5)));
+    }
 
     /// A client that asks for the connection table and reads nothing is
     /// dropped after the timeout, and the thread producing the table's

@@ -82,6 +82,21 @@ pub fn host_view() -> io::Result<HostView> {
 }
 
 fn mtu(name: &str) -> Option<u16> {
+    // SAFETY: after SIOCGIFMTU the union holds ifru_mtu.
+    let m = unsafe { ifreq(name, libc::SIOCGIFMTU)?.ifr_ifru.ifru_mtu };
+    u16::try_from(m).ok()
+}
+
+/// Whether the interface is administratively up (IFF_UP); `None` if
+/// there is no such interface.
+pub fn is_up(name: &str) -> Option<bool> {
+    // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
+    let f = unsafe { ifreq(name, libc::SIOCGIFFLAGS)?.ifr_ifru.ifru_flags };
+    Some(f & libc::IFF_UP as libc::c_short != 0)
+}
+
+/// An interface ioctl that reads `ifr_name` and fills the rest.
+fn ifreq(name: &str, request: libc::c_ulong) -> Option<libc::ifreq> {
     // SAFETY: plain socket(2) call; closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -96,16 +111,11 @@ fn mtu(name: &str) -> Option<u16> {
     {
         *d = s as libc::c_char;
     }
-    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_mtu of a valid ifreq.
-    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) };
+    // SAFETY: `request` is a SIOCGIF* call on a valid, named ifreq.
+    let r = unsafe { libc::ioctl(fd, request, &mut req) };
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
-    if r < 0 {
-        return None;
-    }
-    // SAFETY: after SIOCGIFMTU the union holds ifru_mtu.
-    let m = unsafe { req.ifr_ifru.ifru_mtu };
-    u16::try_from(m).ok()
+    (r >= 0).then_some(req)
 }
 
 fn hex_addr(s: &str) -> Option<Ipv4Addr> {
