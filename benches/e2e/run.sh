@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end performance benchmark of rvs against the kernel, side by side.
 #
-#   benches/e2e/run.sh [--runs N] [--quick] [--only "fwd nftdnat nat fwd-direct dr tun"] [--profile]
+#   benches/e2e/run.sh [--runs N] [--quick] [--only "fwd nftdnat nat fwd-direct dr tun floor"] [--profile]
+#
+# floor (not in the default set): examples/afpacket_floor, rvs's packet
+# socket code with no director, in the DR topology; small packets only.
 #
 # --profile: `perf record -a -g -C <director core>` during the first
 # small-packet load of each scenario; the report goes to
@@ -41,7 +44,7 @@ if [ "$QUICK" = 1 ]; then
 fi
 case "$RUNS" in ''|*[!0-9]*|0) echo "--runs wants a positive integer" >&2; exit 2 ;; esac
 for s in $ONLY; do
-    case "$s" in fwd|nftdnat|nat|fwd-direct|dr|tun) ;; *) echo "unknown scenario $s" >&2; exit 2 ;; esac
+    case "$s" in fwd|nftdnat|nat|fwd-direct|dr|tun|floor) ;; *) echo "unknown scenario $s" >&2; exit 2 ;; esac
 done
 
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces, AF_PACKET)" >&2; exit 1; }
@@ -60,6 +63,10 @@ if [ -z "${RVS:-}" ]; then
     RVS="$CARGO_TARGET_DIR/release/rvs"
 fi
 [ -x "$RVS" ] || { echo "no rvs binary at $RVS" >&2; exit 1; }
+FLOOR="$CARGO_TARGET_DIR/release/examples/afpacket_floor"
+case " $ONLY " in *" floor "*)
+    (cd "$ROOT" && cargo build --release --quiet --example afpacket_floor) ;;
+esac
 
 GEN_CPU=0        # load generators, router, bridge, real servers
 DIR_CPU=1        # the director: rvs (taskset) or the kernel (RPS on its eth0)
@@ -307,6 +314,25 @@ EOF
             build_topology 192.0.2.254
             for i in 1 2 3; do nsx "rs$i" "$RVS" realserver setup --mode dr --vip "$VIP" >/dev/null; done
             TARGET=$VIP ;;
+        floor)
+            build_topology 192.0.2.254
+            # rs1 takes everything, as a DR real server.
+            nsx rs1 "$RVS" realserver setup --mode dr --vip "$VIP" >/dev/null
+            # The kernel's copy of each frame is dropped where rvs's
+            # steering drops it.
+            nsx dir nft -f - <<EOF
+table netdev floor {
+  chain in {
+    type filter hook ingress device eth0 priority -500; policy accept;
+    ip daddr $VIP drop
+  }
+}
+EOF
+            ip netns exec "${PFX}dir" taskset -c "$DIR_CPU" "$FLOOR" eth0 "$VIP" 02:00:00:00:02:0b 3600 >"$TMP/floor.log" 2>&1 &
+            RVS_PID=$!
+            disown
+            wait_for "afpacket_floor ready" 10 grep -q "afpacket_floor: ready" "$TMP/floor.log" || { cat "$TMP/floor.log" >&2; return 1; }
+            TARGET=$VIP ;;
         tun)
             build_topology 192.0.2.254
             for i in 1 2 3; do
@@ -340,7 +366,7 @@ rvs_ticks() { # utime stime of rvs (all threads), or "0 0"
     else echo "0 0"; fi
 }
 rvs_drop_sum() { # all of rvs's drop counters, or 0 without rvs
-    [ -n "${RVS_PID:-}" ] || { echo 0; return; }
+    [ -n "${RVS_PID:-}" ] && [ "$SCEN" != floor ] || { echo 0; return; }
     nsx dir timeout 10 "$RVS" services --json --socket "$TMP/control.sock" 2>/dev/null | python3 -c '
 import json, sys
 try:
@@ -517,7 +543,10 @@ for SCEN in $ONLY; do
     for RUN in $(seq 1 "$RUNS"); do
         log "$SCEN run $RUN/$RUNS"
         # rvs's drops per load (all reasons), to tell which load they come from.
-        for load in pps conn latency bulk; do
+        loads="pps conn latency bulk"
+        # The floor forwards small frames only (no super-frames, no director).
+        [ "$SCEN" = floor ] && loads=pps
+        for load in $loads; do
             before=$(rvs_drop_sum)
             case "$load" in
                 pps) measure_pps "$PPS_DST" ;;
@@ -525,7 +554,7 @@ for SCEN in $ONLY; do
                 latency) measure_latency ;;
                 bulk) measure_bulk ;;
             esac
-            [ -n "${RVS_PID:-}" ] && rec "drops_$load" "$(( $(rvs_drop_sum) - before ))"
+            [ -n "${RVS_PID:-}" ] && [ "$SCEN" != floor ] && rec "drops_$load" "$(( $(rvs_drop_sum) - before ))"
         done
     done
     if [ -f "$TMP/rvs.log" ]; then
@@ -560,10 +589,10 @@ def med(s, m):
     return statistics.median(v) if v else None
 def f(x, fmt):
     return "–" if x is None else format(x, fmt)
-order = ["fwd", "nftdnat", "nat", "fwd-direct", "dr", "tun"]
+order = ["fwd", "nftdnat", "nat", "fwd-direct", "dr", "tun", "floor"]
 names = {"fwd": "kernel forwarding (gw = director)", "nftdnat": "nftables DNAT rr",
          "nat": "rvs NAT", "fwd-direct": "kernel forwarding (gw = router)",
-         "dr": "rvs DR", "tun": "rvs TUN"}
+         "dr": "rvs DR", "tun": "rvs TUN", "floor": "AF_PACKET floor (no director)"}
 scen = [s for s in order if any(k[0] == s for k in vals)]
 L = []
 cmd = ("benches/e2e/run.sh " + args).strip()
@@ -591,7 +620,9 @@ def ratio(a, b, m):
 for a, b, goal in [("nat", "nftdnat", ("≥ 1.0", "≥ 1.0", "≤ 1.25", "≥ 0.8")),
                    ("nat", "fwd", ("", "", "", "")),
                    ("dr", "fwd-direct", ("≥ 1.0", "≥ 1.0", "≤ 1.0", "≥ 1.0")),
-                   ("tun", "fwd-direct", ("≥ 1.0", "≥ 1.0", "≤ 1.0", "≥ 1.0"))]:
+                   ("tun", "fwd-direct", ("≥ 1.0", "≥ 1.0", "≤ 1.0", "≥ 1.0")),
+                   ("floor", "fwd-direct", ("", "", "", "")),
+                   ("dr", "floor", ("", "", "", ""))]:
     if a in scen and b in scen:
         cells = []
         for m, g in zip(["pps", "conn", "lat_us", "gbps", "cost_us"], goal + ("",)):
@@ -608,7 +639,7 @@ for s in scen:
     extra += f"; director core during it: softirq {f(med(s, 'pps_softirq'), '.0f')} %"
     extra += f" (softirq + rvs time per packet {f(med(s, 'cost_split_us'), '.2f')} µs, counting softirq in rvs's context twice)"
     extra += f"; IPIs per delivered packet received by the generator core {f(med(s, 'ipi_gen'), '.2f')}, by the director core {f(med(s, 'ipi_dir'), '.2f')}"
-    if s in ("nat", "dr", "tun"):
+    if s in ("nat", "dr", "tun", "floor"):
         extra += f", rvs user {f(med(s, 'rvs_usr'), '.0f')} % + sys {f(med(s, 'rvs_sys'), '.0f')} % of a core"
     if s == "tun":
         extra += f"; after user-space decapsulation on the real servers {f(med(s, 'pps_inner') and med(s, 'pps_inner') / 1000, '.0f')} kpps"
