@@ -159,6 +159,11 @@ pub struct Director {
     shards: Box<[ShardLock<Shard>]>,
     templates: Box<[Mutex<FastMap<TemplateKey, Template>>]>,
     template_cursor: AtomicUsize,
+    /// Persistence templates in `templates`, capped at `max_connections`
+    /// of their own: an idle template outlives its last connection by the
+    /// persistence timeout, so new client networks (a spoofed SYN flood)
+    /// would otherwise grow them at their arrival rate × the timeout.
+    template_count: AtomicUsize,
     entries: AtomicUsize,
     drops: DropCounters,
     hasher: FastBuild,
@@ -252,6 +257,7 @@ impl Director {
                 .map(|_| Mutex::new(FastMap::with_hasher(hasher)))
                 .collect(),
             template_cursor: AtomicUsize::new(0),
+            template_count: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             drops: DropCounters::default(),
             hasher,
@@ -571,16 +577,17 @@ impl Director {
     /// Picks a real server for a new flow, through the persistence
     /// template when there is a usable one. Returns the real server's index
     /// in `svc.reals` (or `usize::MAX` for the sorry server) and whether a
-    /// template reference was taken.
+    /// template reference was taken; `NoRealServer`, or `TableFull` when
+    /// a new template finds no room.
     fn schedule(
         &self,
         snap: &Snapshot,
         now: u64,
         svc: &Service,
         client: Ipv4Addr,
-    ) -> Option<(usize, bool)> {
+    ) -> Result<(usize, bool), DropReason> {
         if !svc.accepting {
-            return None;
+            return Err(DropReason::NoRealServer);
         }
         let pick = || {
             LOADS.with(|l| {
@@ -589,10 +596,14 @@ impl Director {
                 svc.scheduler.schedule(&loads, client)
             })
         };
+        let sorry = || {
+            svc.sorry
+                .as_ref()
+                .map(|_| (usize::MAX, false))
+                .ok_or(DropReason::NoRealServer)
+        };
         let Some(p) = svc.persistence() else {
-            return pick()
-                .map(|i| (i, false))
-                .or_else(|| svc.sorry.as_ref().map(|_| (usize::MAX, false)));
+            return pick().map(|i| (i, false)).map_or_else(sorry, Ok);
         };
         let prefix = prefix_of(p.netmask);
         let key = TemplateKey {
@@ -616,8 +627,8 @@ impl Director {
                 });
                 if let Some(i) = usable {
                     tpl.conns += 1;
-                    tpl.expires = now + timeout_ms;
-                    return Some((i, true));
+                    tpl.expires = now.saturating_add(timeout_ms);
+                    return Ok((i, true));
                 }
                 carried = tpl.conns;
             }
@@ -625,10 +636,14 @@ impl Director {
                 s.templates.fetch_sub(1, Ordering::Relaxed);
             }
             t.remove(&key);
+            self.template_count.fetch_sub(1, Ordering::Relaxed);
         }
         let Some(i) = pick() else {
-            return svc.sorry.as_ref().map(|_| (usize::MAX, false));
+            return sorry();
         };
+        if !self.reserve_template(snap, &mut t) {
+            return Err(DropReason::TableFull);
+        }
         let r = &svc.reals[i];
         let epoch = snap.real(r.id).map_or(0, |s| {
             s.templates.fetch_add(1, Ordering::Relaxed);
@@ -643,11 +658,57 @@ impl Director {
                 raddr: r.addr,
                 epoch,
                 conns: carried + 1,
-                expires: now + timeout_ms,
+                expires: now.saturating_add(timeout_ms),
                 timeout_ms,
             },
         );
-        Some((i, true))
+        Ok((i, true))
+    }
+
+    /// Counts one more template if there is room. When the templates are
+    /// at their cap, an idle one (no connections left: only its
+    /// persistence timeout keeps it) is dropped for it, the first among
+    /// [`EVICT_BUDGET`] of the same shard's (`t`, whose lock the caller
+    /// holds), else of another shard that is free at once: under that
+    /// pressure a client network losing its stickiness beats a new client
+    /// being refused. False if every template looked at still controls
+    /// connections.
+    fn reserve_template(&self, snap: &Snapshot, t: &mut FastMap<TemplateKey, Template>) -> bool {
+        let max = snap.config.daemon.max_connections as usize;
+        let reserved = self
+            .template_count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if reserved {
+            return true;
+        }
+        let evict_idle = |t: &mut FastMap<TemplateKey, Template>| {
+            let idle = t
+                .iter()
+                .take(EVICT_BUDGET)
+                .find(|(_, tpl)| tpl.conns == 0)
+                .map(|(k, tpl)| (*k, tpl.real));
+            let Some((k, real)) = idle else {
+                return false;
+            };
+            t.remove(&k);
+            if let Some(s) = snap.real(real) {
+                s.templates.fetch_sub(1, Ordering::Relaxed);
+            }
+            true
+        };
+        // The evicted template's count is the new one's.
+        if evict_idle(t) {
+            return true;
+        }
+        // Never waited for: another worker may hold one and want ours.
+        self.templates.iter().any(|other| match other.try_lock() {
+            Ok(mut o) => evict_idle(&mut o),
+            Err(std::sync::TryLockError::Poisoned(p)) => evict_idle(&mut p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        })
     }
 
     fn inbound(
@@ -715,11 +776,18 @@ impl Director {
         if !self.reserve_entry(snap, now, &mut shard, own) {
             return Verdict::Drop(DropReason::TableFull);
         }
-        let Some((idx, templated)) = self.schedule(snap, now, svc, *l4.src.ip()) else {
-            drop(shard);
-            self.entries.fetch_sub(1, Ordering::Relaxed);
-            self.drops.add(DropReason::NoRealServer);
-            return self.refuse(snap, now, f, l4);
+        let (idx, templated) = match self.schedule(snap, now, svc, *l4.src.ip()) {
+            Ok(picked) => picked,
+            Err(DropReason::NoRealServer) => {
+                drop(shard);
+                self.entries.fetch_sub(1, Ordering::Relaxed);
+                self.drops.add(DropReason::NoRealServer);
+                return self.refuse(snap, now, f, l4);
+            }
+            Err(reason) => {
+                self.entries.fetch_sub(1, Ordering::Relaxed);
+                return Verdict::Drop(reason);
+            }
         };
         let real = if idx == usize::MAX {
             match svc.sorry.as_ref() {
@@ -1390,6 +1458,7 @@ impl Director {
                 if let Some(s) = snap.real(tpl.real) {
                     s.templates.fetch_sub(1, Ordering::Relaxed);
                 }
+                self.template_count.fetch_sub(1, Ordering::Relaxed);
             }
             keep
         });

@@ -2334,3 +2334,40 @@ fn no_icmp_error_to_a_source_that_names_no_host() {
     );
     assert_eq!(d.drops().get(DropReason::TtlExceeded), 4);
 }
+
+#[test]
+fn persistence_templates_are_capped_and_idle_ones_make_room() {
+    // A spoofed SYN flood from new client addresses against a persistent
+    // service: each SYN makes a template that outlives its (evicted)
+    // half-open connection by the persistence timeout. Templates are
+    // capped at max_connections, idle ones giving way to new clients.
+    let t0 = Instant::now();
+    let (d, vip, _) = {
+        let vip = sa(Ipv4Addr::new(203, 0, 113, 50), 80);
+        let (a, b) = (
+            sa(Ipv4Addr::new(192, 0, 2, 51), 80),
+            sa(Ipv4Addr::new(192, 0, 2, 52), 80),
+        );
+        let mut c = two_real_config(vip, a, b, Method::Dr);
+        c.daemon.max_connections = 8;
+        c.services.last_mut().unwrap().persistence = Some(Persistence {
+            timeout: Duration::from_secs(300),
+            netmask: Ipv4Addr::new(255, 255, 255, 255),
+        });
+        (director(c, t0), vip, [a, b])
+    };
+    for k in 0..2000u32 {
+        // 198.18.0.0/15, the benchmarking range: a new address each time.
+        let client = Ipv4Addr::from(0xc612_0000 + k);
+        let v = verdict(&d, t0, &syn(sa(client, 40000), vip));
+        assert!(is_tx(v), "flood SYN {k}: {v:?}");
+        assert!(d.entries() <= 8);
+        assert!(templates(&d, t0).len() <= 8, "after SYN {k}");
+    }
+    // A real client still gets in and keeps its template.
+    let me = sa(CLIENT, 41000);
+    assert!(is_tx(verdict(&d, t0, &syn(me, vip))));
+    assert!(is_tx(verdict(&d, t0, &ack(me, vip))));
+    assert!(templates(&d, t0).iter().any(|t| *t.client.ip() == CLIENT));
+    assert_eq!(d.drops().get(DropReason::TableFull), 0);
+}
