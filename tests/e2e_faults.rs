@@ -774,3 +774,50 @@ fn syn_flood_stays_within_max_connections_and_legit_clients_get_through() {
     assert!(during >= 20, "the flood ended too early ({during})");
     assert!(d.log().contains("rvs: ready"));
 }
+
+#[test]
+fn frames_to_an_unresolved_real_server_ask_by_arp_a_few_times_not_once_each() {
+    let _g = serial();
+    let topo = Topology::with_gateway(1, Gateway::Director);
+    // 192.0.2.99 is on the segment's prefix but no host has it: every
+    // frame to it waits for an ARP answer that never comes.
+    let cfg = format!(
+        "[daemon]\ninterfaces = [\"eth0\"]\ncontrol_socket = \"{}\"\nworkers = 2\n\n\
+         [[virtual_service]]\nname = \"dns\"\nprotocol = \"udp\"\naddress = \"203.0.113.10:53\"\n\
+         scheduler = \"rr\"\nforwarding = \"nat\"\n\
+         [[virtual_service.real_server]]\naddress = \"192.0.2.99:53\"\n",
+        sock(&topo)
+    );
+    let d = Daemon::start(&topo, &cfg);
+    let rules = topo.write_file(
+        "arp.nft",
+        "table netdev arpc {\n counter c { }\n chain in {\n  type filter hook ingress device eth0 priority 0; policy accept;\n  \
+         arp operation request arp daddr ip 192.0.2.99 counter name c\n }\n}\n",
+    );
+    topo.exec_ok("rs1", &["nft", "-f", &rules.to_string_lossy()]);
+    // 400 datagrams over ~0.5 s.
+    let burst = "import socket, time\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 for _ in range(400):\n    s.sendto(b'q', ('203.0.113.10', 53)); time.sleep(0.001)\n";
+    topo.exec_ok("cli", &["python3", "-c", burst]);
+    thread::sleep(Duration::from_millis(1500));
+    let out = topo.exec_ok(
+        "rs1",
+        &["nft", "-j", "list", "counter", "netdev", "arpc", "c"],
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).expect("nft -j");
+    let asked = json["nftables"]
+        .as_array()
+        .and_then(|items| items.iter().find_map(|i| i.get("counter")))
+        .and_then(|c| c["packets"].as_u64())
+        .expect("ARP counter");
+    let v = json_of(&topo, "services");
+    eprintln!("[faults] 400 frames to an unresolved next hop: {asked} ARP requests");
+    // The first frame asks; then one request per ARP_RETRY (200 ms) while
+    // frames wait (each waits at most 1 s).
+    assert!(
+        (1..=15).contains(&asked),
+        "{asked} ARP requests for 400 frames\n{v}\n{}",
+        d.log()
+    );
+}

@@ -215,6 +215,7 @@ impl Datapath {
                             used: false,
                         })
                         .collect(),
+                    last_ask: None,
                 },
                 big: Batch::new(1),
                 taken: Vec::with_capacity(BATCH),
@@ -544,8 +545,10 @@ impl Worker {
                     vnet,
                     sock: out,
                 }),
-                Staged::Unresolved(out) => self.arp(&snap, out, t.ifindex, t.next_hop),
-                Staged::Dropped => {}
+                Staged::Unresolved { out, ask: true } => {
+                    self.arp(&snap, out, t.ifindex, t.next_hop)
+                }
+                Staged::Unresolved { .. } | Staged::Dropped => {}
             }
         }
         self.flush(k);
@@ -623,8 +626,10 @@ impl Worker {
                     self.director.count_drop(DropReason::TxError);
                 }
             }
-            Staged::Unresolved(out) if ask => self.arp(snap, out, t.ifindex, t.next_hop),
-            Staged::Unresolved(_) | Staged::Dropped => {}
+            Staged::Unresolved { out, ask: true } if ask => {
+                self.arp(snap, out, t.ifindex, t.next_hop)
+            }
+            Staged::Unresolved { .. } | Staged::Dropped => {}
         }
     }
 
@@ -674,11 +679,11 @@ impl Worker {
                     sock: out,
                 }),
                 // One ARP request per super-frame is enough.
-                Staged::Unresolved(out) if !asked => {
+                Staged::Unresolved { out, ask: true } if !asked => {
                     asked = true;
                     self.arp(snap, out, t.ifindex, t.next_hop);
                 }
-                Staged::Unresolved(_) | Staged::Dropped => {}
+                Staged::Unresolved { .. } | Staged::Dropped => {}
             }
         }
         self.flush_segments();
@@ -784,7 +789,13 @@ impl Worker {
                 self.egress.pending[i].used = false;
                 self.director.count_drop(DropReason::NeighbourPending);
             } else if now.duration_since(self.egress.pending[i].last_arp) > neigh::ARP_RETRY {
-                self.egress.pending[i].last_arp = now;
+                // One request per next hop and round, however many frames
+                // wait for it: they all count it as theirs.
+                for p in self.egress.pending.iter_mut() {
+                    if p.used && (p.ifindex, p.next_hop) == (ifindex, hop) {
+                        p.last_arp = now;
+                    }
+                }
                 self.arp(&snap, sock, ifindex, hop);
             }
         }
@@ -812,9 +823,11 @@ enum Staged {
     /// Addressed; leaves by this socket with this vnet header.
     Send(usize, [u8; VNET_HDR_LEN]),
     /// The next hop's MAC is unknown: the frame waits in the pending
-    /// queue (or was dropped and counted if the queue was full); ask by
-    /// ARP on this socket.
-    Unresolved(usize),
+    /// queue (or was dropped and counted if the queue was full); `ask`: by
+    /// ARP on socket `out` (not if a request for that next hop went out
+    /// within `ARP_RETRY`: frames to a dead server must not become a
+    /// broadcast each).
+    Unresolved { out: usize, ask: bool },
     /// No route (counted).
     Dropped,
 }
@@ -826,6 +839,9 @@ struct Egress {
     /// `sockets[i].ifindex` of the worker.
     ifindexes: Vec<u32>,
     pending: Vec<Pending>,
+    /// The last next hop asked for from `stage` and when: with the pending
+    /// queue full, no waiting frame shows that it was asked already.
+    last_ask: Option<(u32, Ipv4Addr, Instant)>,
 }
 
 impl Egress {
@@ -873,8 +889,31 @@ impl Egress {
         if resolved {
             return Staged::Send(out, vnet);
         }
-        self.park(director, &buf[t.start..t.start + t.len], vnet, t, now);
-        Staged::Unresolved(out)
+        let hop = (t.ifindex, t.next_hop);
+        // Frames already waiting for this next hop: it was asked for, and
+        // is asked again on their schedule (which this frame joins).
+        let waiting = self
+            .pending
+            .iter()
+            .find(|p| p.used && (p.ifindex, p.next_hop) == hop)
+            .map(|p| p.last_arp);
+        let recent = self.last_ask.is_some_and(|(i, h, at)| {
+            (i, h) == hop && now.saturating_duration_since(at) < neigh::ARP_RETRY
+        });
+        let ask = waiting.is_none() && !recent;
+        if ask {
+            self.last_ask = Some((t.ifindex, t.next_hop, now));
+        }
+        let last_arp = waiting.unwrap_or(now);
+        self.park(
+            director,
+            &buf[t.start..t.start + t.len],
+            vnet,
+            t,
+            now,
+            last_arp,
+        );
+        Staged::Unresolved { out, ask }
     }
 
     /// Copies a frame into a free pending slot, or counts a drop when none
@@ -886,6 +925,7 @@ impl Egress {
         vnet: [u8; VNET_HDR_LEN],
         t: &Transmit,
         now: Instant,
+        last_arp: Instant,
     ) {
         match self.pending.iter_mut().find(|p| !p.used) {
             Some(p) if bytes.len() <= p.buf.len() => {
@@ -895,7 +935,7 @@ impl Egress {
                 p.ifindex = t.ifindex;
                 p.next_hop = t.next_hop;
                 p.since = now;
-                p.last_arp = now;
+                p.last_arp = last_arp;
                 p.used = true;
             }
             _ => director.count_drop(DropReason::NeighbourPending),
