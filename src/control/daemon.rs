@@ -188,7 +188,10 @@ impl State {
         Ok(())
     }
 
-    fn reload(&mut self) -> Result<(), Vec<String>> {
+    /// Loads the file again and applies it. Errors: the problems found,
+    /// and whether the new table is nevertheless the running one (its
+    /// steering failed after it was applied).
+    fn reload(&mut self) -> Result<(), (Vec<String>, bool)> {
         // systemd (Type=notify-reload, and RELOADING=1 in general) wants
         // the CLOCK_MONOTONIC time the reload started.
         let mut ts = libc::timespec {
@@ -214,7 +217,7 @@ impl State {
                 self.reloads.error += 1;
                 let e = confined(&cfg).err().unwrap_or_default();
                 tracing::error!("reload refused: {e}; the running table is unchanged");
-                Err(vec![e])
+                Err((vec![e], false))
             }
             Ok((cfg, warnings)) => {
                 log_diagnostics(&warnings);
@@ -231,7 +234,7 @@ impl State {
                     self.reloads.error += 1;
                     tracing::error!("reload refused: {e}; the running table is unchanged");
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-                    return Err(vec![e]);
+                    return Err((vec![e], false));
                 }
                 // Runtime weights are kept until the file changes that server.
                 let prev = self.config.clone();
@@ -263,7 +266,7 @@ impl State {
                     Err(e) => {
                         self.reloads.error += 1;
                         tracing::error!("reload applied the table but steering failed: {e}");
-                        Err(vec![e])
+                        Err((vec![e], true))
                     }
                 }
             }
@@ -271,7 +274,7 @@ impl State {
                 self.reloads.error += 1;
                 log_diagnostics(&diags);
                 tracing::error!("reload failed; the running table is unchanged");
-                Err(diags.iter().map(|d| d.to_string()).collect())
+                Err((diags.iter().map(|d| d.to_string()).collect(), false))
             }
         };
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -662,8 +665,11 @@ impl State {
             }
             Request::Reload => match self.reload() {
                 Ok(()) => json!({"ok": true}),
-                Err(errors) => {
+                Err((errors, false)) => {
                     json!({"ok": false, "error": "reload failed; the running table is unchanged", "errors": errors})
+                }
+                Err((errors, true)) => {
+                    json!({"ok": false, "error": "reload applied the new table, but its steering failed (tried again at the next host change or reload)", "errors": errors})
                 }
             },
             Request::Weight {

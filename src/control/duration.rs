@@ -11,6 +11,11 @@ use std::time::Duration;
 /// Units from the largest to the smallest, with their length in milliseconds.
 const UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
 
+/// The longest duration accepted: a year. Timeouts are added to the
+/// director's clock in milliseconds; far longer ones could only overflow
+/// it, and no IPVS or keepalived timeout is longer.
+pub const MAX_DURATION: Duration = Duration::from_secs(8760 * 3600);
+
 /// Parses a duration such as `"1m30s"`; the error is a sentence for the user.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
@@ -60,7 +65,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total_ms = total_ms.checked_add(ms).ok_or_else(overflow)?;
         rest = tail;
     }
-    Ok(Duration::from_millis(total_ms))
+    let d = Duration::from_millis(total_ms);
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration \"{s}\" is too large; the longest is 8760h (a year)"
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -109,8 +120,16 @@ mod tests {
     #[test]
     fn rejects_a_sum_that_overflows() {
         // 5124095576030 h is just below u64::MAX ms; adding the minutes overflows.
-        assert!(parse_duration("5124095576030h").is_ok());
         let err = parse_duration("5124095576030h999999999m").unwrap_err();
         assert!(err.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn a_year_is_the_longest_duration() {
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        for text in ["8760h1ms", "5124095576030h", "99999999h"] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains("the longest is 8760h"), "{text}: {err}");
+        }
     }
 }
