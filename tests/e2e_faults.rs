@@ -193,6 +193,31 @@ fn sigkill_leaves_stale_table_restart_replaces_it_sigterm_cleans_up() {
     let dead = topo.curl(URL, Duration::from_millis(1500));
     assert!(dead.is_err(), "VIP answered with rvs dead: {dead:?}");
 
+    // A start that fails (here a broken file) still removes what the dead
+    // rvs left: nothing else would, and it drops the VIPs' traffic.
+    let broken = topo.write_file("broken.toml", "[daemon\ninterfaces = [\"eth0\"]\n");
+    let rvs = rvs_binary();
+    let run_broken = || {
+        topo.exec_timeout(
+            "dir",
+            &[
+                &rvs.to_string_lossy(),
+                "run",
+                "--config",
+                &broken.to_string_lossy(),
+            ],
+            T,
+        )
+    };
+    let out = run_broken();
+    assert!(!out.status.success(), "rvs started on a broken file");
+    assert!(
+        !table_present(&topo),
+        "a failed start left the dead rvs's table: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a previous rvs left"));
+
     let t0 = Instant::now();
     let mut second = restart(&topo, &cfg);
     let ready = t0.elapsed();
@@ -215,6 +240,13 @@ fn sigkill_leaves_stale_table_restart_replaces_it_sigterm_cleans_up() {
         listing.matches("table netdev rvs").count(),
         1,
         "one rvs table expected:\n{listing}"
+    );
+    // A failed start beside a running rvs leaves its table alone.
+    let out = run_broken();
+    assert!(!out.status.success());
+    assert!(
+        table_present(&topo),
+        "a failed start removed a live rvs's table"
     );
     let (seen, failed) = requests(&topo, 30, T);
     assert!(failed.is_empty(), "{failed:?}");

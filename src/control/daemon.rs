@@ -1063,6 +1063,33 @@ fn busy_poll_of(cfg: &Config) -> Duration {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
+    let result = start_and_serve(path);
+    if result.is_err() {
+        remove_stale_steering();
+    }
+    result
+}
+
+/// After a start that failed: a steering table that no rvs of this
+/// network namespace owns any more (the previous one crashed, and this
+/// start found a broken file or a missing interface) would drop the
+/// VIPs' traffic with nobody forwarding it. Removed, unless another rvs
+/// process runs in the namespace (it may be the owner).
+fn remove_stale_steering() {
+    if !nft::present() || system::other_rvs_in_this_netns() {
+        return;
+    }
+    match nft::remove() {
+        Ok(()) => tracing::warn!(
+            "removed the steering table ({} {}) a previous rvs left: the kernel handles the VIPs' traffic until rvs runs",
+            nft::FAMILY,
+            nft::TABLE
+        ),
+        Err(e) => tracing::error!("cannot remove the steering table a previous rvs left: {e}"),
+    }
+}
+
+fn start_and_serve(path: &Path) -> Result<(), DaemonError> {
     let host_info = HostInfo::from_system();
     let (cfg, warnings) = config::load(path, Some(&host_info)).map_err(DaemonError::Config)?;
     log_diagnostics(&warnings);

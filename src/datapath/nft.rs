@@ -101,6 +101,17 @@ pub fn apply(snap: &Snapshot, interfaces: &[String]) -> std::io::Result<()> {
     nft(&ruleset(snap, interfaces))
 }
 
+/// Whether the steering table exists in this network namespace.
+pub fn present() -> bool {
+    Command::new("nft")
+        .args(["list", "table", FAMILY, TABLE])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Removes the table (on exit).
 pub fn remove() -> std::io::Result<()> {
     nft(&format!(

@@ -81,6 +81,34 @@ pub fn host_view() -> io::Result<HostView> {
     })
 }
 
+/// Whether a process named `rvs` other than this one runs in this
+/// process's network namespace (a daemon, or a client command: either way
+/// not ours to judge). Processes we may not inspect count as such.
+pub fn other_rvs_in_this_netns() -> bool {
+    let Ok(ours) = std::fs::read_link("/proc/self/ns/net") else {
+        return true;
+    };
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    dir.flatten().any(|e| {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        if pid == me {
+            return false;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        comm.trim_end() == "rvs"
+            && std::fs::read_link(format!("/proc/{pid}/ns/net")).map_or(true, |ns| ns == ours)
+    })
+}
+
 fn mtu(name: &str) -> Option<u16> {
     // SAFETY: after SIOCGIFMTU the union holds ifru_mtu.
     let m = unsafe { ifreq(name, libc::SIOCGIFMTU)?.ifr_ifru.ifru_mtu };
