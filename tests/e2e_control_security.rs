@@ -117,3 +117,49 @@ fn run_warns_when_metrics_are_not_on_loopback() {
     // A stale socket of a stopped daemon is removed, so a restart binds.
     assert!(!topo.tmp_dir().join("control.sock").exists());
 }
+
+#[test]
+fn control_socket_accept_failures_do_not_spin() {
+    // rvs with few file descriptors, and a client that holds more control
+    // connections than it has left: accept(2) fails with EMFILE while the
+    // rest wait in the backlog, and fails again at once each time it is
+    // called. A loop that retried at once would spin a core.
+    let topo = Topology::new(1);
+    let path = topo.write_file("rvs.toml", &config(&topo, ""));
+    let rvs = common::rvs_binary().to_string_lossy().into_owned();
+    let path_arg = path.to_string_lossy().into_owned();
+    let mut d = Daemon::start_command(
+        &topo,
+        "dir",
+        &[
+            "prlimit",
+            "--nofile=48:48",
+            &rvs,
+            "run",
+            "--config",
+            &path_arg,
+        ],
+        "rvs: ready",
+    );
+    let sock = topo.tmp_dir().join("control.sock");
+    let hold = format!(
+        "import socket, time\n\
+         ss = []\n\
+         for _ in range(120):\n    s = socket.socket(socket.AF_UNIX); s.connect('{}'); ss.append(s)\n\
+         print('held', flush=True)\n\
+         time.sleep(4)\n",
+        sock.display()
+    );
+    let mut holder = topo.spawn("dir", &["python3", "-c", &hold]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let busy = common::cpu_share(d.pid());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(d.is_running(), "{}", d.log());
+    assert!(busy < 0.3, "rvs uses {busy:.2} of a core:\n{}", d.log());
+    assert!(
+        d.log().contains("accept failed"),
+        "the descriptors never ran out:\n{}",
+        d.log()
+    );
+}

@@ -8,7 +8,7 @@ use common::rvs_json;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{expected_bytes, wait_until, Daemon, Gateway, Topology};
+use common::{cpu_share, expected_bytes, wait_until, Daemon, Gateway, Topology};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -497,25 +497,6 @@ fn route_and_address_changes_are_followed_without_a_reload() {
     );
     let status = daemon.stop();
     assert!(status.success(), "{status}");
-}
-
-/// CPU time (user + system, in clock ticks) `pid` has used so far.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the command name (which may hold spaces): utime and
-    // stime are the 12th and 13th of them.
-    let rest = stat.rsplit_once(')').expect("stat format").1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
-}
-
-/// Share of one core `pid` uses over the next second.
-fn cpu_share(pid: u32) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let a = cpu_ticks(pid);
-    std::thread::sleep(Duration::from_secs(1));
-    (cpu_ticks(pid) - a) as f64 / hz
 }
 
 #[test]

@@ -987,10 +987,30 @@ fn bind_control_socket(path: &Path, group: Option<u32>) -> Result<UnixListener, 
     Ok(l)
 }
 
+/// After a failed `accept` (EMFILE, ENFILE, ENOMEM: the connection stays
+/// queued and the next accept fails at once): waits 100 ms instead of
+/// spinning on a core the packet workers share; logs the first failure of
+/// a run of them.
+async fn accept_failed(what: &str, e: &std::io::Error, failing: &mut bool) {
+    if !*failing {
+        tracing::warn!("{what}: accept failed: {e} (retrying every 100 ms)");
+        *failing = true;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 async fn serve_metrics(state: Arc<Mutex<State>>, listener: TcpListener) {
+    let mut failing = false;
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            continue;
+        let mut s = match listener.accept().await {
+            Ok((s, _)) => {
+                failing = false;
+                s
+            }
+            Err(e) => {
+                accept_failed("metrics", &e, &mut failing).await;
+                continue;
+            }
         };
         let state = state.clone();
         tokio::spawn(async move {
@@ -1006,7 +1026,8 @@ async fn serve_metrics(state: Arc<Mutex<State>>, listener: TcpListener) {
             };
             let req = String::from_utf8_lossy(&buf[..n]);
             let resp = if req.starts_with("GET /metrics") {
-                let body = {
+                // The state's lock is a blocking one, held through a reload.
+                let body = tokio::task::spawn_blocking(move || {
                     let st = state.lock().unwrap_or_else(|e| e.into_inner());
                     let workers: Vec<u64> = st
                         .datapath
@@ -1021,7 +1042,9 @@ async fn serve_metrics(state: Arc<Mutex<State>>, listener: TcpListener) {
                         st.transitions,
                         &workers,
                     )
-                };
+                })
+                .await
+                .unwrap_or_default();
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -1192,9 +1215,14 @@ fn start_and_serve(path: &Path) -> Result<(), DaemonError> {
         {
             let state = state.clone();
             tokio::spawn(async move {
+                let mut failing = false;
                 loop {
-                    if let Ok((s, _)) = listener.accept().await {
-                        tokio::spawn(serve_client(state.clone(), s, group));
+                    match listener.accept().await {
+                        Ok((s, _)) => {
+                            failing = false;
+                            tokio::spawn(serve_client(state.clone(), s, group));
+                        }
+                        Err(e) => accept_failed("control socket", &e, &mut failing).await,
                     }
                 }
             });

@@ -805,6 +805,25 @@ impl Drop for Topology {
     }
 }
 
+/// CPU time (user + system, in clock ticks) `pid` has used so far.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th of them.
+    let rest = stat.rsplit_once(')').expect("stat format").1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Share of one core `pid` uses over the next second.
+pub fn cpu_share(pid: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let a = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    (cpu_ticks(pid) - a) as f64 / hz
+}
+
 /// Polls `f` every 20 ms until it returns Some or `timeout` passes.
 pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
