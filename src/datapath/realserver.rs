@@ -43,7 +43,7 @@ fn ip(args: &[&str]) -> Result<String, SetupError> {
 }
 
 fn sysctl(key: &str, value: &str, report: &mut Vec<String>) -> Result<(), SetupError> {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let path = sysctl_path(key);
     let cur = std::fs::read_to_string(&path).unwrap_or_default();
     if cur.trim() == value {
         return Ok(());
@@ -54,6 +54,18 @@ fn sysctl(key: &str, value: &str, report: &mut Vec<String>) -> Result<(), SetupE
     })?;
     report.push(format!("set {key} = {value} (was {})", cur.trim()));
     Ok(())
+}
+
+/// The /proc/sys file of a dotted key whose interface name (the part
+/// after `conf.`) may itself hold dots, as VLANs do (`eth0.100`).
+fn sysctl_path(key: &str) -> String {
+    match key.split_once(".conf.") {
+        Some((head, rest)) => {
+            let (dev, leaf) = rest.rsplit_once('.').unwrap_or((rest, ""));
+            format!("/proc/sys/{}/conf/{dev}/{leaf}", head.replace('.', "/"))
+        }
+        None => format!("/proc/sys/{}", key.replace('.', "/")),
+    }
 }
 
 fn has_addr(dev: &str, vip: Ipv4Addr) -> Result<bool, SetupError> {
@@ -125,4 +137,25 @@ pub fn teardown(mode: Mode, vip: Ipv4Addr) -> Result<Vec<String>, SetupError> {
         report.push(format!("removed {vip}/32 from {dev}"));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sysctl_path;
+
+    #[test]
+    fn interface_names_keep_their_dots() {
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.eth0.100.arp_ignore"),
+            "/proc/sys/net/ipv4/conf/eth0.100/arp_ignore"
+        );
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.all.rp_filter"),
+            "/proc/sys/net/ipv4/conf/all/rp_filter"
+        );
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward"),
+            "/proc/sys/net/ipv4/ip_forward"
+        );
+    }
 }
