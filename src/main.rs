@@ -177,16 +177,46 @@ fn init_logging() {
         .init();
 }
 
-fn socket_path(c: &ClientArgs) -> PathBuf {
+/// The daemon's socket: `--socket`, else the `control_socket` of
+/// `--config` (read even from a file with other mistakes, so that a
+/// broken edit does not lose the running daemon), else the default. A
+/// `--config` that cannot be read, or is not TOML, is an error rather
+/// than a silent fall back to the default path.
+fn socket_path(c: &ClientArgs) -> Result<PathBuf, String> {
     if let Some(s) = &c.socket {
-        return s.clone();
+        return Ok(s.clone());
     }
-    if let Some(f) = &c.config {
-        if let Ok((config, _)) = cfg::load(f, None) {
-            return config.daemon.control_socket;
-        }
+    let Some(f) = &c.config else {
+        return Ok(PathBuf::from(DEFAULT_SOCKET));
+    };
+    if let Ok((config, _)) = cfg::load(f, None) {
+        return Ok(config.daemon.control_socket);
     }
-    PathBuf::from(DEFAULT_SOCKET)
+    let text = std::fs::read_to_string(f).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (or name the daemon's socket with --socket)",
+            f.display()
+        )
+    })?;
+    let doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
+        format!(
+            "{} is not TOML, so it names no control socket: {e}",
+            f.display()
+        )
+    })?;
+    Ok(doc
+        .get("daemon")
+        .and_then(|d| d.get("control_socket"))
+        .and_then(|v| v.as_str())
+        .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from))
+}
+
+/// `socket_path`, its error reported as a client command's.
+fn socket_or_exit(c: &ClientArgs) -> Result<PathBuf, ExitCode> {
+    socket_path(c).map_err(|e| {
+        eprintln!("rvs: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn check(path: &Path) -> ExitCode {
@@ -229,7 +259,11 @@ fn client(
     req: Request,
     print: impl FnOnce(&serde_json::Value) -> Result<(), cli::CliError>,
 ) -> ExitCode {
-    report(cli::request(&socket_path(c), &req).and_then(|v| print(&v)))
+    let sock = match socket_or_exit(c) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    report(cli::request(&sock, &req).and_then(|v| print(&v)))
 }
 
 /// The exit code of a client command, its error printed.
@@ -265,10 +299,14 @@ fn main() -> ExitCode {
             service,
             json,
         } => {
+            let sock = match socket_or_exit(&c) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             report(cli::conns(
-                &socket_path(&c),
+                &sock,
                 &Request::Conns { service },
                 json,
                 &mut out,

@@ -557,3 +557,38 @@ fn conns_of_a_large_table_streams_in_bounded_memory() {
         after - before
     );
 }
+
+#[test]
+fn client_commands_take_the_socket_from_config_even_a_broken_one_and_never_guess() {
+    let dir = std::env::temp_dir().join(format!("rvs-client-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let sock = dir.join("elsewhere.sock");
+    // Valid TOML, invalid config (an unknown key): its socket still counts.
+    let broken = dir.join("broken.toml");
+    std::fs::write(
+        &broken,
+        format!(
+            "[daemon]\ninterfaces = [\"eth0\"]\ncontrol_socket = \"{}\"\nno_such_key = 1\n",
+            sock.display()
+        ),
+    )
+    .expect("write");
+    let out = rvs(&["services", "--config", &broken.to_string_lossy()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&sock.display().to_string()),
+        "did not use the file's socket: {}",
+        text(&out.stderr)
+    );
+    // A file that cannot be read is an error, not the default socket.
+    let missing = dir.join("missing.toml");
+    let out = rvs(&["conns", "--config", &missing.to_string_lossy()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot read") && err.contains("missing.toml"),
+        "{err}"
+    );
+    assert!(!err.contains("/run/rvs"), "fell back to the default: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
