@@ -92,6 +92,29 @@ fn dr_round_robin_direct_return_udp_and_bulk() {
     assert!(a.ends_with(":x"), "{a}");
     assert_eq!(rst.packets(), 0, "client saw a RST");
     assert_eq!(via_dir.packets(), 0, "DR replies went through the director");
+
+    // rvs never handles its own transmissions: a DR frame it sent still
+    // goes to the VIP and would be forwarded again and again until its TTL
+    // ran out. Two guards keep it out (PACKET_IGNORE_OUTGOING, and the
+    // core ignores frames not addressed to the director's MAC; the test
+    // passes with either alone). Each datagram arrives once.
+    let at_rs: Vec<_> = (1..=2)
+        .map(|i| topo.nft_counter(&topo.rs(i), "prerouting", "udp dport 53"))
+        .collect();
+    let burst = "import socket, time\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 for i in range(200):\n    s.sendto(b'b%d' % i, ('203.0.113.10', 53)); time.sleep(0.001)\n";
+    topo.exec_ok("cli", &["python3", "-c", burst]);
+    let delivered = common::wait_until(T, || {
+        let n: u64 = at_rs.iter().map(|c| c.packets()).sum();
+        (n >= 200).then_some(n)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let n: u64 = at_rs.iter().map(|c| c.packets()).sum();
+    assert!(
+        delivered.is_some() && n == 200,
+        "{n} datagrams arrived for 200 sent"
+    );
 }
 
 #[test]
