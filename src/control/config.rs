@@ -1252,6 +1252,35 @@ impl<'a> Cx<'a> {
             Ok(None) => service_method,
             Err(Bad) => None,
         };
+        if let Ok(Some((addr, pos))) = &address {
+            // Frames to such an address could only come back to rvs (or
+            // wait for an ARP answer nobody sends): IPVS's "local node"
+            // is not something rvs does.
+            if vaddr.is_some_and(|v| v.ip() == addr.ip()) {
+                self.error(
+                    *pos,
+                    format!(
+                        "real server {} is the virtual service's own address",
+                        addr.ip()
+                    ),
+                );
+                ok = false;
+            } else if let Some(i) = self.host.and_then(|h| {
+                h.interfaces
+                    .iter()
+                    .find(|i| i.addrs.iter().any(|(a, _)| a == addr.ip()))
+            }) {
+                self.error(
+                    *pos,
+                    format!(
+                        "real server {} is an address of this director (on {}); rvs forwards only to other hosts",
+                        addr.ip(),
+                        i.name
+                    ),
+                );
+                ok = false;
+            }
+        }
         if let (Ok(Some((addr, pos))), Some(m)) = (&address, method) {
             if let (Method::Tun | Method::Dr, Some(v)) = (m, vaddr) {
                 if addr.port() != v.port() {

@@ -936,3 +936,22 @@ fn suggestions() {
     assert_eq!(suggest("colour", SERVICE_KEYS), None);
     assert_eq!(levenshtein("kitten", "sitting"), 3);
 }
+
+#[test]
+fn a_real_server_at_the_vip_or_at_the_director_is_an_error() {
+    let body = "[[virtual_service]]\nname = \"a\"\naddress = \"203.0.113.10:80\"\n\
+                [[virtual_service.real_server]]\naddress = \"203.0.113.10:8080\"\n\
+                [[virtual_service.real_server]]\naddress = \"192.0.2.1:80\"\n\
+                [[virtual_service.real_server]]\naddress = \"127.0.0.1:80\"\n\
+                [[virtual_service.real_server]]\naddress = \"192.0.2.11:80\"\n";
+    let h = host(Ipv4Addr::new(192, 0, 2, 1), 24);
+    let errs = lines(&run(&format!("{DAEMON}{body}"), Some(&h)).unwrap_err());
+    assert_eq!(
+        errs,
+        [
+            "rvs.toml:7:11: error: real server 203.0.113.10 is the virtual service's own address",
+            "rvs.toml:9:11: error: real server 192.0.2.1 is an address of this director (on eth0); rvs forwards only to other hosts",
+            "rvs.toml:11:11: error: real server 127.0.0.1 is an address of this director (on lo); rvs forwards only to other hosts",
+        ]
+    );
+}
