@@ -41,6 +41,7 @@ pub fn config(method: Method, servers: usize) -> Config {
         on_remove: Default::default(),
         on_down: Default::default(),
         sorry_server: None,
+        forwarding: Method::Nat,
         quorum: 0,
         health_check: None,
         real_servers: (0..servers)

@@ -929,6 +929,21 @@ impl<'a> Cx<'a> {
         let protocol_v = protocol.ok().map(|o| o.map_or(Protocol::Tcp, |(p, _)| p));
         let vaddr = address.ok().flatten();
         let method = forwarding.ok().map(|o| o.map_or(Method::Nat, |(m, _)| m));
+        // The sorry server is reached by the service's own method.
+        if let (Ok(Some((a, pos))), Some(Method::Tun | Method::Dr), Ok(Some((v, _)))) =
+            (&sorry_server, method, &address)
+        {
+            if a.port() != v.port() {
+                self.error(
+                    *pos,
+                    format!(
+                        "tun/dr forward to the virtual port; sorry server port {} differs from {}",
+                        a.port(),
+                        v.port()
+                    ),
+                );
+            }
+        }
         let reals = self.real_servers(
             t,
             &label,
@@ -952,6 +967,7 @@ impl<'a> Cx<'a> {
                 on_remove: or(on_remove.map(|o| o.map(|(p, _)| p)), ConnPolicy::Keep)?,
                 on_down: or(on_down.map(|o| o.map(|(p, _)| p)), ConnPolicy::Keep)?,
                 sorry_server: sorry_server.ok()?.map(|(a, _)| a),
+                forwarding: method?,
                 quorum: or(quorum.map(|o| o.map(|(n, _)| n)), 0)?,
                 health_check: health_check.ok()?,
                 real_servers: reals?,

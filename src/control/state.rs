@@ -146,6 +146,7 @@ mod tests {
                 on_remove: ConnPolicy::Keep,
                 on_down: ConnPolicy::Keep,
                 sorry_server: None,
+                forwarding: Method::Nat,
                 quorum: 0,
                 health_check: None,
                 real_servers: weights

@@ -207,6 +207,9 @@ pub struct ServiceConfig {
     pub on_remove: ConnPolicy,
     pub on_down: ConnPolicy,
     pub sorry_server: Option<SocketAddrV4>,
+    /// The service's `forwarding`: its real servers' method unless they
+    /// name their own, and the sorry server's.
+    pub forwarding: Method,
     /// Minimum total weight of up servers; 0 = none.
     pub quorum: u32,
     pub health_check: Option<HealthCheck>,

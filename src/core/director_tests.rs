@@ -90,6 +90,7 @@ fn service(
         on_remove: ConnPolicy::Keep,
         on_down: ConnPolicy::Keep,
         sorry_server: None,
+        forwarding: Method::Nat,
         quorum: 0,
         health_check: None,
         real_servers: reals,

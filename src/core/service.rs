@@ -341,11 +341,7 @@ impl Snapshot {
                 ServiceReal {
                     id: registry.get_or_insert(rk),
                     addr,
-                    method: sc
-                        .real_servers
-                        .first()
-                        .map(|r| r.method)
-                        .unwrap_or(Method::Nat),
+                    method: sc.forwarding,
                     weight: 1,
                     effective_weight: 1,
                     down: false,

@@ -77,6 +77,7 @@ fn service(name: &str, scheduler: SchedulerKind, reals: Vec<RealServerConfig>) -
         on_remove: ConnPolicy::Keep,
         on_down: ConnPolicy::Keep,
         sorry_server: None,
+        forwarding: Method::Nat,
         quorum: 0,
         health_check: None,
         real_servers: reals,
@@ -181,6 +182,7 @@ fn tun_example_is_the_expected_config() {
         ],
     );
     web.health_check = Some(tcp);
+    web.forwarding = Method::Tun;
     let want = Config {
         daemon: daemon(true),
         timeouts: Timeouts::default(),
@@ -219,6 +221,7 @@ fn dr_example_is_the_expected_config() {
     );
     web.health_check = Some(http);
     web.sorry_server = Some(sa("192.0.2.99:80"));
+    web.forwarding = Method::Dr;
     web.quorum = 1;
     let want = Config {
         daemon: daemon(false),
@@ -954,4 +957,26 @@ fn a_real_server_at_the_vip_or_at_the_director_is_an_error() {
             "rvs.toml:11:11: error: real server 127.0.0.1 is an address of this director (on lo); rvs forwards only to other hosts",
         ]
     );
+}
+
+#[test]
+fn the_sorry_server_takes_the_services_method_and_tun_dr_keep_the_port() {
+    let svc = |forwarding: &str, sorry: &str| {
+        format!(
+            "{DAEMON}[[virtual_service]]\nname = \"a\"\naddress = \"203.0.113.10:80\"\n\
+             forwarding = \"{forwarding}\"\nsorry_server = \"{sorry}\"\n\
+             [[virtual_service.real_server]]\naddress = \"192.0.2.11:80\"\nforwarding = \"nat\"\n"
+        )
+    };
+    let (cfg, _) = run(&svc("dr", "192.0.2.20:80"), None).unwrap();
+    assert_eq!(
+        cfg.services[0].forwarding,
+        Method::Dr,
+        "not the first server's nat"
+    );
+    assert_eq!(
+        lines(&run(&svc("tun", "192.0.2.20:8080"), None).unwrap_err()),
+        ["rvs.toml:7:16: error: tun/dr forward to the virtual port; sorry server port 8080 differs from 80"]
+    );
+    assert!(run(&svc("nat", "192.0.2.20:8080"), None).is_ok());
 }
