@@ -1270,6 +1270,70 @@ impl Director {
         })
     }
 
+    /// Answers a ping to a VIP that rvs answers ARP for (the kernel does
+    /// not own it, so nobody else would), in place, as the host owning the
+    /// VIP would: monitoring that pings VIPs, as keepalived setups do,
+    /// sees them up. The reply leaves where the request came in, to the
+    /// MAC it came from. `ip_off..icmp_end` is the request's IP packet.
+    fn echo_reply(
+        &self,
+        snap: &Snapshot,
+        f: &mut Frame<'_>,
+        ip_off: usize,
+        icmp_off: usize,
+        icmp_end: usize,
+    ) -> Verdict {
+        let eth = EthernetFrame::new_unchecked(&f.buf[f.start..f.start + ETH_LEN]);
+        let (peer, to) = (eth.src_addr(), eth.dst_addr());
+        let (client, vip) = {
+            let ip = Ipv4Packet::new_unchecked(&f.buf[ip_off..icmp_end]);
+            (ip.src_addr(), ip.dst_addr())
+        };
+        let Some(iface) = snap.host.interface(f.ifindex) else {
+            return Verdict::Pass;
+        };
+        // No answer to a broadcast frame or to a source that is no host
+        // (RFC 1122 § 3.2.2.6 allows silence; it avoids smurf replies).
+        if !to.is_unicast()
+            || client.is_unspecified()
+            || client.is_broadcast()
+            || client.is_multicast()
+            || client.is_loopback()
+        {
+            return Verdict::Drop(DropReason::IcmpSuppressed);
+        }
+        if !Icmpv4Packet::new_unchecked(&f.buf[icmp_off..icmp_end]).verify_checksum() {
+            return Verdict::Drop(DropReason::BadChecksum);
+        }
+        {
+            let mut icmp = Icmpv4Packet::new_unchecked(&mut f.buf[icmp_off..icmp_end]);
+            // Type 8 → 0 in the first 16-bit word; the code stays.
+            let code = u16::from(icmp.msg_code());
+            let check = checksum::update_u16(icmp.checksum(), 0x0800 | code, code);
+            icmp.set_msg_type(Icmpv4Message::EchoReply);
+            icmp.set_checksum(check);
+        }
+        {
+            let mut p = Ipv4Packet::new_unchecked(&mut f.buf[ip_off..icmp_end]);
+            p.set_src_addr(vip);
+            p.set_dst_addr(client);
+            p.set_hop_limit(64);
+            p.fill_checksum();
+        }
+        let mut eth = EthernetFrame::new_unchecked(&mut f.buf[f.start..f.start + ETH_LEN]);
+        eth.set_dst_addr(peer);
+        eth.set_src_addr(iface.mac);
+        f.offload = Offload::default();
+        Verdict::Transmit(Transmit {
+            ifindex: f.ifindex,
+            next_hop: client,
+            dst_mac: Some(peer),
+            start: f.start,
+            len: icmp_end - f.start,
+            offload: Offload::default(),
+        })
+    }
+
     // ---- ICMP errors about tracked flows -----------------------------------------
 
     fn handle_icmp(
@@ -1302,6 +1366,12 @@ impl Director {
         let Ok(icmp) = Icmpv4Packet::new_checked(&f.buf[icmp_off..icmp_end]) else {
             return ours(DropReason::Malformed);
         };
+        if dst_is_vip
+            && icmp.msg_type() == Icmpv4Message::EchoRequest
+            && !snap.host.is_local(outer_dst)
+        {
+            return self.echo_reply(snap, f, ip_off, icmp_off, icmp_end);
+        }
         if !icmp.is_error() {
             return Verdict::Pass;
         }

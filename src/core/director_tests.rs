@@ -2372,3 +2372,66 @@ fn persistence_templates_are_capped_and_idle_ones_make_room() {
     assert!(templates(&d, t0).iter().any(|t| *t.client.ip() == CLIENT));
     assert_eq!(d.drops().get(DropReason::TableFull), 0);
 }
+
+/// ICMP echo (type 8 request, 0 reply) with ident 0x1234, sequence 7.
+fn icmp_echo(msg: u8, data: &[u8]) -> Vec<u8> {
+    let mut b = vec![msg, 0, 0, 0, 0x12, 0x34, 0, 7];
+    b.extend_from_slice(data);
+    Icmpv4Packet::new_unchecked(&mut b[..]).fill_checksum();
+    b
+}
+
+#[test]
+fn a_ping_to_a_vip_rvs_answers_arp_for_gets_an_echo_reply() {
+    let t0 = Instant::now();
+    let d = director(base_config(), t0);
+    let data = b"abcdefghijklmnopqrstuvwxyz012345";
+    let req = |dst: Ipv4Addr| {
+        eth(
+            IF_MAC,
+            GW_MAC,
+            0x0800,
+            &ipv4(CLIENT, dst, IpProtocol::Icmp, false, &icmp_echo(8, data)),
+        )
+    };
+    let (v, out) = run(&d, t0, &req(VIP_DR));
+    let mut want = eth(
+        GW_MAC,
+        IF_MAC,
+        0x0800,
+        &ipv4(VIP_DR, CLIENT, IpProtocol::Icmp, false, &icmp_echo(0, data)),
+    );
+    // The request's IP identification (0 here) and flags are kept.
+    want[14 + 4..14 + 8].copy_from_slice(&out[14 + 4..14 + 8]);
+    Ipv4Packet::new_unchecked(&mut want[14..]).fill_checksum();
+    assert_eq!(out, want, "the echo reply, byte for byte");
+    assert_eq!(v, answer(CLIENT, GW_MAC, &want));
+    assert_ip_valid(&out[14..], "echo reply", false);
+    // Not to an address that is no VIP, not to a broadcast frame, not
+    // with a bad checksum.
+    assert_eq!(
+        verdict(&d, t0, &req(Ipv4Addr::new(203, 0, 113, 99))),
+        Verdict::Pass
+    );
+    let mut bcast = req(VIP_DR);
+    bcast[..6].copy_from_slice(&[0xff; 6]);
+    assert_eq!(
+        verdict(&d, t0, &bcast),
+        Verdict::Drop(DropReason::IcmpSuppressed)
+    );
+    let mut bad = req(VIP_DR);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        verdict(&d, t0, &bad),
+        Verdict::Drop(DropReason::BadChecksum)
+    );
+    // An echo reply to the VIP is no request: not answered.
+    let reply = eth(
+        IF_MAC,
+        GW_MAC,
+        0x0800,
+        &ipv4(CLIENT, VIP_DR, IpProtocol::Icmp, false, &icmp_echo(0, data)),
+    );
+    assert!(!is_tx(verdict(&d, t0, &reply)));
+}
