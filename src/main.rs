@@ -189,26 +189,7 @@ fn socket_path(c: &ClientArgs) -> Result<PathBuf, String> {
     let Some(f) = &c.config else {
         return Ok(PathBuf::from(DEFAULT_SOCKET));
     };
-    if let Ok((config, _)) = cfg::load(f, None) {
-        return Ok(config.daemon.control_socket);
-    }
-    let text = std::fs::read_to_string(f).map_err(|e| {
-        format!(
-            "cannot read {}: {e} (or name the daemon's socket with --socket)",
-            f.display()
-        )
-    })?;
-    let doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
-        format!(
-            "{} is not TOML, so it names no control socket: {e}",
-            f.display()
-        )
-    })?;
-    Ok(doc
-        .get("daemon")
-        .and_then(|d| d.get("control_socket"))
-        .and_then(|v| v.as_str())
-        .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from))
+    cfg::control_socket_in(f)
 }
 
 /// `socket_path`, its error reported as a client command's.

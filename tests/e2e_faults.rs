@@ -195,7 +195,14 @@ fn sigkill_leaves_stale_table_restart_replaces_it_sigterm_cleans_up() {
 
     // A start that fails (here a broken file) still removes what the dead
     // rvs left: nothing else would, and it drops the VIPs' traffic.
-    let broken = topo.write_file("broken.toml", "[daemon\ninterfaces = [\"eth0\"]\n");
+    // TOML, but no valid config: it still names the control socket.
+    let broken = topo.write_file(
+        "broken.toml",
+        &format!(
+            "[daemon]\ninterfaces = [\"eth0\"]\ncontrol_socket = \"{}\"\nno_such_key = 1\n",
+            sock(&topo)
+        ),
+    );
     let rvs = rvs_binary();
     let run_broken = || {
         topo.exec_timeout(
@@ -218,8 +225,22 @@ fn sigkill_leaves_stale_table_restart_replaces_it_sigterm_cleans_up() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("a previous rvs left"));
 
+    // The next rvs runs under another name, so that only its answering
+    // control socket tells the failed start below that it is alive.
+    let renamed = topo.tmp_dir().join("rvs-director");
+    std::fs::copy(rvs_binary(), &renamed).expect("copy the binary");
     let t0 = Instant::now();
-    let mut second = restart(&topo, &cfg);
+    let mut second = Daemon::start_command(
+        &topo,
+        "dir",
+        &[
+            &renamed.to_string_lossy(),
+            "run",
+            "--config",
+            &cfg.to_string_lossy(),
+        ],
+        "rvs: ready",
+    );
     let ready = t0.elapsed();
     let up = wait_until(Duration::from_secs(5), || {
         topo.curl(URL, Duration::from_millis(500)).ok()

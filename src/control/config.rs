@@ -21,6 +21,32 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 
 pub use self::host::{HostInfo, HostInterface};
 pub use crate::control::duration::parse_duration;
+
+/// The `control_socket` a config file names, read even from a file with
+/// other mistakes (a broken edit must not lose the running daemon), else
+/// the default. Errors: the file cannot be read, or is not TOML.
+pub fn control_socket_in(path: &Path) -> Result<PathBuf, String> {
+    if let Ok((config, _)) = load(path, None) {
+        return Ok(config.daemon.control_socket);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (or name the daemon's socket with --socket)",
+            path.display()
+        )
+    })?;
+    let doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
+        format!(
+            "{} is not TOML, so it names no control socket: {e}",
+            path.display()
+        )
+    })?;
+    Ok(doc
+        .get("daemon")
+        .and_then(|d| d.get("control_socket"))
+        .and_then(|v| v.as_str())
+        .map_or_else(|| DaemonConfig::default().control_socket, PathBuf::from))
+}
 use crate::core::config::{
     CheckKind, Config, ConnPolicy, DaemonConfig, HealthCheck, Method, Persistence, Protocol,
     RealServerConfig, SchedulerKind, ServiceConfig, Timeouts,

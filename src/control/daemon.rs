@@ -37,6 +37,9 @@ pub enum DaemonError {
     Config(Vec<Diagnostic>),
     #[error("{0}")]
     Setup(String),
+    /// Another rvs answers on the control socket: the steering is its.
+    #[error("{0}")]
+    AlreadyRunning(String),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -1087,8 +1090,9 @@ fn busy_poll_of(cfg: &Config) -> Duration {
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let result = start_and_serve(path);
-    if result.is_err() {
-        remove_stale_steering();
+    // Not when another rvs answers: the table is that one's.
+    if matches!(result, Err(DaemonError::Config(_) | DaemonError::Setup(_))) {
+        remove_stale_steering(path);
     }
     result
 }
@@ -1098,8 +1102,17 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
 /// start found a broken file or a missing interface) would drop the
 /// VIPs' traffic with nobody forwarding it. Removed, unless another rvs
 /// process runs in the namespace (it may be the owner).
-fn remove_stale_steering() {
+fn remove_stale_steering(path: &Path) {
     if !nft::present() || system::other_rvs_in_this_netns() {
+        return;
+    }
+    // A daemon this process cannot see (another PID namespace, another
+    // binary name) still answers on its socket: the one the file names,
+    // or the default.
+    let named = config::control_socket_in(path).ok();
+    let default = crate::core::config::DaemonConfig::default().control_socket;
+    let answers = |p: &Path| std::os::unix::net::UnixStream::connect(p).is_ok();
+    if named.as_deref().is_some_and(answers) || answers(&default) {
         return;
     }
     match nft::remove() {
@@ -1121,7 +1134,7 @@ fn start_and_serve(path: &Path) -> Result<(), DaemonError> {
     // Before touching anything: a second rvs on the same socket would
     // replace (and on exit remove) the running one's steering.
     if std::os::unix::net::UnixStream::connect(&cfg.daemon.control_socket).is_ok() {
-        return Err(DaemonError::Setup(format!(
+        return Err(DaemonError::AlreadyRunning(format!(
             "another rvs is running (its control socket {} answers)",
             cfg.daemon.control_socket.display()
         )));
