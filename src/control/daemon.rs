@@ -1274,8 +1274,28 @@ fn start_and_serve(path: &Path) -> Result<(), DaemonError> {
             let mut usec = 0;
             sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
         };
-        let mut wd = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-        let mut stalled = false;
+        // Its own task: the loop below waits out reloads and health
+        // applies (they hold the state's lock), and the pings must not.
+        let pinger = watchdog.map(|period| {
+            let liveness = liveness.clone();
+            tokio::spawn(async move {
+                let mut wd = tokio::time::interval(period);
+                let mut stalled = false;
+                // Only report liveness while every worker is turning: a
+                // stuck worker lets systemd's watchdog restart us.
+                let max_age = period.clamp(Duration::from_millis(250), Duration::from_secs(2));
+                loop {
+                    wd.tick().await;
+                    if liveness.load().workers_alive(max_age) {
+                        stalled = false;
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    } else if !stalled {
+                        stalled = true;
+                        tracing::error!("a packet worker has not turned for {max_age:?}; withholding the watchdog ping");
+                    }
+                }
+            })
+        });
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         tracing::info!(
             services = cfg.services.len(),
@@ -1294,22 +1314,13 @@ fn start_and_serve(path: &Path) -> Result<(), DaemonError> {
                     let st = state.clone();
                     let _ = tokio::task::spawn_blocking(move || st.lock().unwrap_or_else(|e| e.into_inner()).on_health(ev)).await;
                 }
-                _ = wd.tick(), if watchdog.is_some() => {
-                    // Only report liveness while every worker is turning: a
-                    // stuck worker lets systemd's watchdog restart us.
-                    let max_age = watchdog.unwrap_or_default().clamp(Duration::from_millis(250), Duration::from_secs(2));
-                    let alive = liveness.load().workers_alive(max_age);
-                    if alive {
-                        stalled = false;
-                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                    } else if !stalled {
-                        stalled = true;
-                        tracing::error!("a packet worker has not turned for {max_age:?}; withholding the watchdog ping");
-                    }
-                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
+        }
+        // The workers stop below: no error about them, no more pings.
+        if let Some(p) = pinger {
+            p.abort();
         }
         // Waits for an apply in progress (a host change, a control command)
         // and keeps any later one from reinstalling the steering that is
