@@ -614,6 +614,9 @@ impl Director {
         let timeout_ms = ms(p.timeout);
         let mut t = lock(self.template_shard(&key));
         let mut carried = 0;
+        // A template removed here leaves its count for the one replacing
+        // it: reserving again could lose the room to another worker.
+        let mut replaced = false;
         if let Some(tpl) = t.get_mut(&key) {
             let alive = tpl.conns > 0 || tpl.expires > now;
             if alive {
@@ -636,12 +639,15 @@ impl Director {
                 s.templates.fetch_sub(1, Ordering::Relaxed);
             }
             t.remove(&key);
-            self.template_count.fetch_sub(1, Ordering::Relaxed);
+            replaced = true;
         }
         let Some(i) = pick() else {
+            if replaced {
+                self.template_count.fetch_sub(1, Ordering::Relaxed);
+            }
             return sorry();
         };
-        if !self.reserve_template(snap, &mut t) {
+        if !replaced && !self.reserve_template(snap, &mut t) {
             return Err(DropReason::TableFull);
         }
         let r = &svc.reals[i];
@@ -1295,6 +1301,7 @@ impl Director {
         // No answer to a broadcast frame or to a source that is no host
         // (RFC 1122 § 3.2.2.6 allows silence; it avoids smurf replies).
         if !to.is_unicast()
+            || !peer.is_unicast()
             || client.is_unspecified()
             || client.is_broadcast()
             || client.is_multicast()

@@ -31,6 +31,10 @@ use crate::datapath::system;
 use crate::wire::ethernet::{EthernetAddress, EthernetFrame};
 use crate::wire::gso;
 
+/// Next hops whose last ARP request a worker remembers (beyond the
+/// frames waiting in its pending queue).
+const ASKED: usize = 16;
+
 /// Frames per batch: ring slots taken, rewritten in place and sent with one
 /// `sendmmsg` before they are handed back.
 const BATCH: usize = 64;
@@ -215,7 +219,7 @@ impl Datapath {
                             used: false,
                         })
                         .collect(),
-                    last_ask: None,
+                    last_ask: vec![(0, Ipv4Addr::UNSPECIFIED, t0); ASKED],
                 },
                 big: Batch::new(1),
                 taken: Vec::with_capacity(BATCH),
@@ -839,9 +843,10 @@ struct Egress {
     /// `sockets[i].ifindex` of the worker.
     ifindexes: Vec<u32>,
     pending: Vec<Pending>,
-    /// The last next hop asked for from `stage` and when: with the pending
-    /// queue full, no waiting frame shows that it was asked already.
-    last_ask: Option<(u32, Ipv4Addr, Instant)>,
+    /// The next hops last asked for from `stage` and when (`ASKED` of
+    /// them, the oldest replaced): with the pending queue full, no waiting
+    /// frame shows that a hop was asked for already.
+    last_ask: Vec<(u32, Ipv4Addr, Instant)>,
 }
 
 impl Egress {
@@ -897,12 +902,20 @@ impl Egress {
             .iter()
             .find(|p| p.used && (p.ifindex, p.next_hop) == hop)
             .map(|p| p.last_arp);
-        let recent = self.last_ask.is_some_and(|(i, h, at)| {
+        let recent = self.last_ask.iter().any(|&(i, h, at)| {
             (i, h) == hop && now.saturating_duration_since(at) < neigh::ARP_RETRY
         });
         let ask = waiting.is_none() && !recent;
         if ask {
-            self.last_ask = Some((t.ifindex, t.next_hop, now));
+            // This hop's entry, else the oldest.
+            let slot = self
+                .last_ask
+                .iter()
+                .position(|&(i, h, _)| (i, h) == hop)
+                .or_else(|| (0..self.last_ask.len()).min_by_key(|&k| self.last_ask[k].2));
+            if let Some(k) = slot {
+                self.last_ask[k] = (t.ifindex, t.next_hop, now);
+            }
         }
         let last_arp = waiting.unwrap_or(now);
         self.park(
