@@ -184,7 +184,6 @@ pub struct Pending {
     pub ifindex: u32,
     pub next_hop: Ipv4Addr,
     pub since: Instant,
-    pub last_arp: Instant,
     pub len: usize,
     pub vnet: [u8; crate::datapath::afpacket::VNET_HDR_LEN],
     pub buf: Box<[u8]>,

@@ -31,9 +31,9 @@ use crate::datapath::system;
 use crate::wire::ethernet::{EthernetAddress, EthernetFrame};
 use crate::wire::gso;
 
-/// Next hops whose last ARP request a worker remembers (beyond the
-/// frames waiting in its pending queue).
-const ASKED: usize = 16;
+/// Next hops whose last ARP request a worker remembers: as many as its
+/// pending queue can wait for, so a waiting hop's entry is never lost.
+const ASKED: usize = neigh::PENDING_SLOTS;
 
 /// Frames per batch: ring slots taken, rewritten in place and sent with one
 /// `sendmmsg` before they are handed back.
@@ -212,7 +212,6 @@ impl Datapath {
                             ifindex: 0,
                             next_hop: Ipv4Addr::UNSPECIFIED,
                             since: t0,
-                            last_arp: t0,
                             len: 0,
                             vnet: [0; VNET_HDR_LEN],
                             buf: vec![0u8; neigh::PENDING_FRAME].into_boxed_slice(),
@@ -792,14 +791,9 @@ impl Worker {
             } else if now.duration_since(self.egress.pending[i].since) > neigh::PENDING_TIMEOUT {
                 self.egress.pending[i].used = false;
                 self.director.count_drop(DropReason::NeighbourPending);
-            } else if now.duration_since(self.egress.pending[i].last_arp) > neigh::ARP_RETRY {
-                // One request per next hop and round, however many frames
-                // wait for it: they all count it as theirs.
-                for p in self.egress.pending.iter_mut() {
-                    if p.used && (p.ifindex, p.next_hop) == (ifindex, hop) {
-                        p.last_arp = now;
-                    }
-                }
+            } else if self.egress.ask((ifindex, hop), now) {
+                // One request per next hop and ARP_RETRY, however many
+                // frames wait for it.
                 self.arp(&snap, sock, ifindex, hop);
             }
         }
@@ -843,9 +837,9 @@ struct Egress {
     /// `sockets[i].ifindex` of the worker.
     ifindexes: Vec<u32>,
     pending: Vec<Pending>,
-    /// The next hops last asked for from `stage` and when (`ASKED` of
-    /// them, the oldest replaced): with the pending queue full, no waiting
-    /// frame shows that a hop was asked for already.
+    /// The next hops last asked for by ARP and when (`ASKED` of them, the
+    /// oldest replaced): the one record of who was asked, for frames that
+    /// wait and for those the full queue dropped alike.
     last_ask: Vec<(u32, Ipv4Addr, Instant)>,
 }
 
@@ -894,39 +888,28 @@ impl Egress {
         if resolved {
             return Staged::Send(out, vnet);
         }
-        let hop = (t.ifindex, t.next_hop);
-        // Frames already waiting for this next hop: it was asked for, and
-        // is asked again on their schedule (which this frame joins).
-        let waiting = self
-            .pending
-            .iter()
-            .find(|p| p.used && (p.ifindex, p.next_hop) == hop)
-            .map(|p| p.last_arp);
-        let recent = self.last_ask.iter().any(|&(i, h, at)| {
-            (i, h) == hop && now.saturating_duration_since(at) < neigh::ARP_RETRY
-        });
-        let ask = waiting.is_none() && !recent;
-        if ask {
-            // This hop's entry, else the oldest.
-            let slot = self
-                .last_ask
-                .iter()
-                .position(|&(i, h, _)| (i, h) == hop)
-                .or_else(|| (0..self.last_ask.len()).min_by_key(|&k| self.last_ask[k].2));
-            if let Some(k) = slot {
-                self.last_ask[k] = (t.ifindex, t.next_hop, now);
-            }
-        }
-        let last_arp = waiting.unwrap_or(now);
-        self.park(
-            director,
-            &buf[t.start..t.start + t.len],
-            vnet,
-            t,
-            now,
-            last_arp,
-        );
+        let ask = self.ask((t.ifindex, t.next_hop), now);
+        self.park(director, &buf[t.start..t.start + t.len], vnet, t, now);
         Staged::Unresolved { out, ask }
+    }
+
+    /// Whether next hop `hop` (interface, address) should be asked for by
+    /// ARP now: not if it was within `ARP_RETRY`. A yes is recorded as
+    /// the ask (in this hop's entry, else the oldest).
+    fn ask(&mut self, hop: (u32, Ipv4Addr), now: Instant) -> bool {
+        let entry = self.last_ask.iter().position(|&(i, h, _)| (i, h) == hop);
+        if entry
+            .is_some_and(|k| now.saturating_duration_since(self.last_ask[k].2) < neigh::ARP_RETRY)
+        {
+            return false;
+        }
+        let k = entry
+            .or_else(|| (0..self.last_ask.len()).min_by_key(|&k| self.last_ask[k].2))
+            .unwrap_or(0);
+        if let Some(e) = self.last_ask.get_mut(k) {
+            *e = (hop.0, hop.1, now);
+        }
+        true
     }
 
     /// Copies a frame into a free pending slot, or counts a drop when none
@@ -938,7 +921,6 @@ impl Egress {
         vnet: [u8; VNET_HDR_LEN],
         t: &Transmit,
         now: Instant,
-        last_arp: Instant,
     ) {
         match self.pending.iter_mut().find(|p| !p.used) {
             Some(p) if bytes.len() <= p.buf.len() => {
@@ -948,7 +930,6 @@ impl Egress {
                 p.ifindex = t.ifindex;
                 p.next_hop = t.next_hop;
                 p.since = now;
-                p.last_arp = last_arp;
                 p.used = true;
             }
             _ => director.count_drop(DropReason::NeighbourPending),
