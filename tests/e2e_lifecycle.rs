@@ -63,6 +63,19 @@ fn service(name: &str, port: u16, extra: &str, reals: &[(usize, u32, &str)]) -> 
     s
 }
 
+/// The director with the VIP on it, http servers on 8080 in rs1–rs3, and
+/// rvs running the service "web" (VIP:80, NAT) over all three at weight 1
+/// with the service lines `extra`.
+fn three_servers_web(extra: &str) -> (Topology, Daemon) {
+    let topo = Topology::with_gateway(3, Gateway::Director);
+    topo.start_http_servers(8080);
+    topo.add_vip_on_director(common::VIP);
+    let cfg =
+        daemon_section(&topo) + &service("web", 80, extra, &[(1, 1, ""), (2, 1, ""), (3, 1, "")]);
+    let daemon = Daemon::start(&topo, &cfg);
+    (topo, daemon)
+}
+
 fn rvs(args: &[&str]) -> Output {
     let mut cmd = Command::new(rvs_binary());
     cmd.args(args);
@@ -235,17 +248,9 @@ fn wait_log_line(log: &std::path::Path, prefix: &str, within: Duration) -> Strin
 #[test]
 fn sticky_client_is_rescheduled_when_its_server_goes_down() {
     let _serial = serial();
-    let topo = Topology::with_gateway(3, Gateway::Director);
-    topo.start_http_servers(8080);
-    topo.add_vip_on_director(common::VIP);
-    let cfg = daemon_section(&topo)
-        + &service(
-            "web",
-            80,
-            &format!("scheduler = \"rr\"\npersistence = {{ timeout = \"5m\" }}\n{HTTP_CHECK}"),
-            &[(1, 1, ""), (2, 1, ""), (3, 1, "")],
-        );
-    let daemon = Daemon::start(&topo, &cfg);
+    let (topo, daemon) = three_servers_web(&format!(
+        "scheduler = \"rr\"\npersistence = {{ timeout = \"5m\" }}\n{HTTP_CHECK}"
+    ));
     for i in 1..=3 {
         wait_health(&topo, &daemon, "web", i, "up", T);
     }
@@ -492,17 +497,8 @@ fn max_connections_stops_new_flows_until_below_min() {
 #[test]
 fn quorum_crossing_is_logged_once_and_exported() {
     let _serial = serial();
-    let topo = Topology::with_gateway(3, Gateway::Director);
-    topo.start_http_servers(8080);
-    topo.add_vip_on_director(common::VIP);
-    let cfg = daemon_section(&topo)
-        + &service(
-            "web",
-            80,
-            &format!("scheduler = \"rr\"\nquorum = 2\n{HTTP_CHECK}"),
-            &[(1, 1, ""), (2, 1, ""), (3, 1, "")],
-        );
-    let daemon = Daemon::start(&topo, &cfg);
+    let (topo, daemon) =
+        three_servers_web(&format!("scheduler = \"rr\"\nquorum = 2\n{HTTP_CHECK}"));
     for i in 1..=3 {
         wait_health(&topo, &daemon, "web", i, "up", T);
     }
@@ -715,17 +711,7 @@ fn drain_everywhere_and_runtime_weights_survive_a_restart() {
 #[test]
 fn flows_spread_over_both_workers_of_one_fanout_group() {
     let _serial = serial();
-    let topo = Topology::with_gateway(3, Gateway::Director);
-    topo.start_http_servers(8080);
-    topo.add_vip_on_director(common::VIP);
-    let cfg = daemon_section(&topo)
-        + &service(
-            "web",
-            80,
-            "scheduler = \"rr\"",
-            &[(1, 1, ""), (2, 1, ""), (3, 1, "")],
-        );
-    let daemon = Daemon::start(&topo, &cfg);
+    let (topo, daemon) = three_servers_web("scheduler = \"rr\"");
     // Both workers' sockets on eth0 are in one group: a socket that asked
     // for a group of its own would get a copy of every frame.
     let ss = topo.exec_ok("dir", &["ss", "-0", "-e", "-n", "-p"]);

@@ -1280,21 +1280,17 @@ impl Director {
     /// not own it, so nobody else would), in place, as the host owning the
     /// VIP would: monitoring that pings VIPs, as keepalived setups do,
     /// sees them up. The reply leaves where the request came in, to the
-    /// MAC it came from. `ip_off..icmp_end` is the request's IP packet.
+    /// MAC it came from. The request's IP packet is `ip_off..icmp_end`,
+    /// its ICMP message from `icmp_off`.
     fn echo_reply(
         &self,
         snap: &Snapshot,
         f: &mut Frame<'_>,
-        ip_off: usize,
-        icmp_off: usize,
-        icmp_end: usize,
+        (client, vip): (Ipv4Addr, Ipv4Addr),
+        (ip_off, icmp_off, icmp_end): (usize, usize, usize),
     ) -> Verdict {
         let eth = EthernetFrame::new_unchecked(&f.buf[f.start..f.start + ETH_LEN]);
         let (peer, to) = (eth.src_addr(), eth.dst_addr());
-        let (client, vip) = {
-            let ip = Ipv4Packet::new_unchecked(&f.buf[ip_off..icmp_end]);
-            (ip.src_addr(), ip.dst_addr())
-        };
         let Some(iface) = snap.host.interface(f.ifindex) else {
             return Verdict::Pass;
         };
@@ -1377,7 +1373,12 @@ impl Director {
             && icmp.msg_type() == Icmpv4Message::EchoRequest
             && !snap.host.is_local(outer_dst)
         {
-            return self.echo_reply(snap, f, ip_off, icmp_off, icmp_end);
+            return self.echo_reply(
+                snap,
+                f,
+                (outer_src, outer_dst),
+                (ip_off, icmp_off, icmp_end),
+            );
         }
         if !icmp.is_error() {
             return Verdict::Pass;
