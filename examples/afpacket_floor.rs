@@ -26,22 +26,13 @@ use rvs::datapath::{bpf, ring, system};
 
 const BATCH: usize = 64;
 
-fn mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    v.try_into().ok()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: afpacket_floor IFACE VIP NEXT_MAC SECONDS";
     let (Some(iface), Some(vip), Some(next), Some(secs)) = (
         args.get(1),
         args.get(2).and_then(|a| a.parse::<Ipv4Addr>().ok()),
-        args.get(3).and_then(|a| mac(a)),
+        args.get(3).and_then(|a| system::parse_mac(a)).map(|m| m.0),
         args.get(4).and_then(|a| a.parse::<u64>().ok()),
     ) else {
         eprintln!("{usage}");
